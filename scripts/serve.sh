@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Install aionetdicom and run its most useful server: a Verification SCP on port 11112.
+# (The Storage + Query/Retrieve server `qrscp` takes its place once it exists.)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install -q --disable-pip-version-check -e . 2>&1 | grep -v -i "warning" || true
+exec python3 -m aionetdicom echoscp --aetitle ANY-SCP -v "${PORT:-11112}" "$@"

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Set up everything the test suite needs on a fresh machine, then run lint, types and tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x /usr/bin/storescp ] || [ ! -x /usr/bin/echoscu ]; then
+    echo "== installing DCMTK (Debian package dcmtk)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq dcmtk >/dev/null
+fi
+
+echo "== installing aionetdicom with its test extra"
+python3 -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -i "warning" || true
+python3 -c "import aionetdicom, pytest, hypothesis, trio, pynetdicom" >/dev/null
+
+echo "== ruff"
+python3 -m ruff check src tests benchmarks examples
+python3 -m ruff format --check src tests benchmarks examples
+
+echo "== mypy --strict src/"
+python3 -m mypy --strict src/aionetdicom
+
+echo "== pytest"
+python3 -m pytest -q -p no:cacheprovider "$@"
