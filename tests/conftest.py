@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import pytest
 
@@ -13,9 +14,12 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark coroutine tests for anyio so no test needs the marker by hand."""
-    for item in items:
-        function = getattr(item, "function", None)
-        if function is not None and inspect.iscoroutinefunction(function):
-            item.add_marker(pytest.mark.anyio)
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: Any) -> None:
+    """Mark coroutine tests for anyio before collection, so parametrization sees it."""
+    if (
+        collector.funcnamefilter(name)  # type: ignore[attr-defined]
+        and inspect.iscoroutinefunction(obj)
+        and not any(mark.name == "anyio" for mark in getattr(obj, "pytestmark", []))
+    ):
+        pytest.mark.anyio(obj)

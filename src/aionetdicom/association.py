@@ -1,0 +1,545 @@
+"""An established DICOM association: the thin async layer over the sans-I/O core.
+
+One reader task per association feeds received bytes into :class:`ULConnection`,
+reassembles DIMSE messages, routes responses to the operation waiting for them (by
+Message ID Being Responded To) and hands requests to the local services. Writes go
+through one lock, so the PDUs of two messages never interleave.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio
+from anyio.abc import ByteStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from aionetdicom.acse.contexts import NegotiatedContext
+from aionetdicom.dimse.command_set import Command, CommandField, encode_command, is_response
+from aionetdicom.dimse.fragments import AssembledMessage, MessageAssembler
+from aionetdicom.dimse.packing import pack_message
+from aionetdicom.dimse.status import Status
+from aionetdicom.errors import (
+    AssociationAborted,
+    AssociationError,
+    ConnectionClosed,
+    DicomNetworkError,
+    DIMSETimeout,
+    LocalProtocolError,
+    NegotiationError,
+    NetworkTimeout,
+    ProtocolError,
+)
+from aionetdicom.pdu.constants import AbortReason, AbortSource
+from aionetdicom.pdu.pdus import AAssociateAC, AAssociateRQ
+from aionetdicom.transport import RECEIVE_SIZE, peer_address
+from aionetdicom.ul import events as ul
+from aionetdicom.ul.connection import Role, ULConnection
+from aionetdicom.ul.fsm import State
+
+if TYPE_CHECKING:
+    from aionetdicom.ae import AE
+
+logger = logging.getLogger("aionetdicom.association")
+
+_ids = itertools.count(1)
+
+#: A service for requests received on an association: (association, message) -> None.
+RequestHandler = Callable[["Association", AssembledMessage], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds to wait, None meaning forever.
+
+    ``acse``: association negotiation, release, and ARTIM; ``dimse``: each DIMSE
+    response; ``network``: silence on an established association; ``connect``: the
+    TCP connection.
+    """
+
+    acse: float | None = 30.0
+    dimse: float | None = 30.0
+    network: float | None = 60.0
+    connect: float | None = 30.0
+
+
+class Association:
+    """One association with a peer AE; create it with ``AE.associate`` or ``AE.serve``."""
+
+    def __init__(
+        self,
+        ae: AE,
+        stream: ByteStream,
+        connection: ULConnection,
+        *,
+        timeouts: Timeouts,
+        send_cap: int,
+    ) -> None:
+        self.ae = ae
+        self.id = next(_ids)
+        self._stream = stream
+        self._conn = connection
+        self.timeouts = timeouts
+        self._send_cap = send_cap
+        self._send_lock = anyio.Lock()
+        self._assembler = MessageAssembler()
+        self._waiters: dict[int, MemoryObjectSendStream[AssembledMessage]] = {}
+        self._message_ids = itertools.count(1)
+        self._failure: DicomNetworkError | None = None
+        self._closed = anyio.Event()
+        self._release_requested_locally = False
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self.log = logging.LoggerAdapter(logger, {"association": self.id})
+        #: The peer's (host, port).
+        self.peer_address: tuple[str, int] = peer_address(stream)
+        #: A-ASSOCIATE-RQ and -AC exchanged (set once negotiation succeeded).
+        self.request: AAssociateRQ | None = None
+        self.response: AAssociateAC | None = None
+        #: Every proposed presentation context with its outcome, in proposal order.
+        self.contexts: tuple[NegotiatedContext, ...] = ()
+        #: Largest P-DATA-TF body we may send to the peer.
+        self.send_max_pdu = send_cap
+        #: Handler for DIMSE requests the peer sends us (set by the AE).
+        self.request_handler: RequestHandler | None = None
+        #: Per-command-field handlers that take precedence on this association only,
+        #: e.g. the C-STORE sub-operations of a running C-GET.
+        self.request_handlers: dict[int, RequestHandler] = {}
+        #: The A-ABORT or protocol error that ended the association, if any.
+        self.abort_reason: AssociationAborted | None = None
+
+    # ------------------------------------------------------------------ information
+
+    def __repr__(self) -> str:
+        return (
+            f"<Association #{self.id} {self.local_ae_title}->{self.peer_ae_title} "
+            f"{self.peer_address[0]}:{self.peer_address[1]} {self._conn.state.label}>"
+        )
+
+    @property
+    def is_requestor(self) -> bool:
+        """True when we requested this association (we are the SCU side)."""
+        return self._conn.role is Role.REQUESTOR
+
+    @property
+    def local_ae_title(self) -> str:
+        """Our AE title on this association."""
+        if self.request is None:
+            return self.ae.ae_title
+        rq = self.request
+        return rq.calling_ae_title if self.is_requestor else rq.called_ae_title
+
+    @property
+    def peer_ae_title(self) -> str:
+        """The peer's AE title on this association."""
+        if self.request is None:
+            return ""
+        rq = self.request
+        return rq.called_ae_title if self.is_requestor else rq.calling_ae_title
+
+    @property
+    def state(self) -> State:
+        """The upper-layer state (Sta6 while established)."""
+        return self._conn.state
+
+    @property
+    def is_established(self) -> bool:
+        """True while DIMSE messages can be exchanged."""
+        return self._conn.is_established and self._failure is None
+
+    @property
+    def accepted_contexts(self) -> tuple[NegotiatedContext, ...]:
+        """The accepted presentation contexts."""
+        return tuple(c for c in self.contexts if c.accepted)
+
+    @property
+    def peer_implementation_class_uid(self) -> str | None:
+        """The peer's Implementation Class UID, if it sent one."""
+        pdu = self.response if self.is_requestor else self.request
+        return None if pdu is None else pdu.user_information.implementation_class_uid
+
+    @property
+    def peer_implementation_version_name(self) -> str | None:
+        """The peer's Implementation Version Name, if it sent one."""
+        pdu = self.response if self.is_requestor else self.request
+        return None if pdu is None else pdu.user_information.implementation_version_name
+
+    def context_for(
+        self, abstract_syntax: str, transfer_syntax: str | None = None
+    ) -> NegotiatedContext:
+        """The first accepted context for ``abstract_syntax`` (and transfer syntax, if given)."""
+        for context in self.contexts:
+            if (
+                context.accepted
+                and context.abstract_syntax == abstract_syntax
+                and (transfer_syntax is None or context.transfer_syntax == transfer_syntax)
+            ):
+                return context
+        proposed = [c for c in self.contexts if c.abstract_syntax == abstract_syntax]
+        if not proposed:
+            raise NegotiationError(
+                f"no presentation context for {abstract_syntax} was proposed on this association"
+            )
+        results = ", ".join(f"#{c.context_id}: {c.result.name}" for c in proposed)
+        raise NegotiationError(
+            f"the peer accepted no presentation context for {abstract_syntax} ({results})"
+        )
+
+    # ------------------------------------------------------------------ reading
+
+    def _check_usable(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+        if not self._conn.is_established:
+            raise LocalProtocolError(
+                f"association is not established (state {self._conn.state.label}: "
+                f"{self._conn.state.description})"
+            )
+
+    async def _receive_events(self) -> list[ul.ULEvent]:
+        """Read once (honouring ARTIM and the network timeout) and return UL events."""
+        conn = self._conn
+        timeout = self.timeouts.acse if conn.artim_running else self.timeouts.network
+        data: bytes | None = None
+        with anyio.move_on_after(math.inf if timeout is None else timeout) as scope:
+            try:
+                data = await self._stream.receive(RECEIVE_SIZE)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                data = None
+        if scope.cancelled_caught:
+            if conn.artim_running:
+                events = conn.artim_expired()
+            else:
+                where = "in the middle of a PDU" if conn.in_pdu else "while idle"
+                self._fail(NetworkTimeout(f"no data from the peer for {timeout} s {where}"))
+                events = conn.abort(AbortSource.SERVICE_PROVIDER, AbortReason.NOT_SPECIFIED)
+        elif data is None:
+            events = conn.receive_eof()
+        else:
+            events = conn.receive_data(data)
+        for event in events:
+            if isinstance(event, ul.Aborted):
+                # Record the abort before the flush below yields (closing the stream), so
+                # a concurrent operation sees AssociationAborted, not a bare state error.
+                self._note_abort(event)
+        await self._flush()
+        return events
+
+    async def _flush(self) -> None:
+        """Write what the connection produced; close the stream when it asks."""
+        if self._conn.close_requested:
+            await self._write_pending()
+            await self._close_stream()
+            return
+        if self._conn.has_output:
+            async with self._send_lock:
+                await self._write_pending()
+
+    async def _write_pending(self) -> None:
+        data = self._conn.data_to_send()
+        if not data:
+            return
+        payload = bytes(data[0]) if len(data) == 1 else b"".join(data)
+        timeout = self.timeouts.network
+        try:
+            with anyio.fail_after(math.inf if timeout is None else timeout):
+                await self._stream.send(payload)
+        except TimeoutError:
+            self._fail(NetworkTimeout(f"the peer did not read what we sent for {timeout} s"))
+            await self._close_stream()
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            self._fail(ConnectionClosed(f"connection lost while sending: {exc!r}"))
+            await self._close_stream()
+
+    async def _close_stream(self) -> None:
+        with anyio.CancelScope(shield=True):
+            with suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await self._stream.aclose()
+        if self._conn.state is not State.STA1:
+            self._conn.receive_eof()
+        self._finish()
+
+    def _fail(self, error: DicomNetworkError) -> None:
+        if self._failure is None:
+            self._failure = error
+            self.log.info("association #%d ended: %s", self.id, error)
+
+    def _finish(self) -> None:
+        if self._failure is None:
+            self._failure = ConnectionClosed("the association has ended")
+        for waiter in self._waiters.values():
+            waiter.close()
+        self._waiters.clear()
+        self._closed.set()
+
+    async def run(self) -> None:
+        """Serve the established association until it ends; never raises protocol errors."""
+        try:
+            async with anyio.create_task_group() as tg:
+                self._task_group = tg
+                while self._conn.state is not State.STA1 and not self._closed.is_set():
+                    events = await self._receive_events()
+                    for event in events:
+                        await self._handle_event(event)
+                tg.cancel_scope.cancel()
+        finally:
+            self._task_group = None
+            if not self._closed.is_set():
+                # Cancelled (or failed) while the association lives: tell the peer with
+                # an A-ABORT rather than just dropping the connection.
+                await self._abort_with(
+                    AssociationAborted(None, None, "the association's reader task ended")
+                )
+
+    async def _handle_event(self, event: ul.ULEvent) -> None:
+        conn = self._conn
+        if isinstance(event, ul.DataReceived):
+            for pdv in event.pdata.pdvs:
+                if not self._is_accepted_context(pdv.context_id):
+                    self._protocol_abort(
+                        ProtocolError(
+                            f"PDV for presentation context {pdv.context_id}, "
+                            "which is not an accepted context",
+                            abort_reason=AbortReason.INVALID_PDU_PARAMETER_VALUE,
+                        )
+                    )
+                    await self._flush()
+                    return
+                try:
+                    message = self._assembler.feed(pdv)
+                except ProtocolError as exc:
+                    self._protocol_abort(exc)
+                    await self._flush()
+                    return
+                if message is not None:
+                    await self._on_message(message)
+        elif isinstance(event, ul.ReleaseRequested):
+            if event.collision:
+                if conn.state is State.STA9:
+                    conn.release_response()
+            else:
+                self._fail(AssociationError("the peer released the association"))
+                conn.release_response()
+            await self._flush()
+        elif isinstance(event, ul.ReleaseConfirmed):
+            if conn.state is State.STA12:
+                conn.release_response()
+            await self._flush()
+        elif isinstance(event, ul.Aborted):
+            self._note_abort(event)
+        elif isinstance(event, ul.ConnectionClosed):
+            await self._close_stream()
+
+    def _note_abort(self, event: ul.Aborted) -> None:
+        if self.abort_reason is None:
+            self.abort_reason = AssociationAborted(event.source, event.reason, event.detail)
+        self._fail(self.abort_reason)
+
+    def _protocol_abort(self, error: ProtocolError) -> None:
+        self.log.warning("aborting association #%d: %s", self.id, error)
+        aborted = AssociationAborted(
+            AbortSource.SERVICE_PROVIDER, error.abort_reason, f"we aborted: {error}"
+        )
+        self.abort_reason = aborted
+        self._fail(aborted)
+        self._conn.abort(AbortSource.SERVICE_PROVIDER, error.abort_reason)
+
+    def _is_accepted_context(self, context_id: int) -> bool:
+        for context in self.contexts:
+            if context.context_id == context_id:
+                return context.accepted
+        return False
+
+    async def _on_message(self, message: AssembledMessage) -> None:
+        command = message.command
+        field = command.get("CommandField")
+        if not isinstance(field, int):
+            self._protocol_abort(ProtocolError("received a DIMSE command without CommandField"))
+            await self._flush()
+            return
+        if is_response(field):
+            responded_to = command.get("MessageIDBeingRespondedTo")
+            waiter = self._waiters.get(responded_to) if isinstance(responded_to, int) else None
+            if waiter is None:
+                self.log.warning(
+                    "association #%d: dropping %s for unknown message ID %r",
+                    self.id,
+                    _field_name(field),
+                    responded_to,
+                )
+                return
+            try:
+                waiter.send_nowait(message)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._waiters.pop(responded_to, None)  # type: ignore[arg-type]
+            return
+        handler = self.request_handlers.get(field, self.request_handler)
+        if handler is None or self._task_group is None:
+            self.log.warning(
+                "association #%d: no service for %s; ignoring it", self.id, _field_name(field)
+            )
+            return
+        self._task_group.start_soon(self._run_handler, handler, message)
+
+    async def _run_handler(self, handler: RequestHandler, message: AssembledMessage) -> None:
+        try:
+            await handler(self, message)
+        except DicomNetworkError as exc:
+            self.log.info("association #%d: request not completed: %s", self.id, exc)
+        except Exception:
+            self.log.exception("association #%d: service raised; aborting", self.id)
+            await self.abort()
+
+    # ------------------------------------------------------------------ sending
+
+    def next_message_id(self) -> int:
+        """A Message ID not used by any outstanding request on this association."""
+        for _ in range(0x10000):
+            message_id = next(self._message_ids) & 0xFFFF
+            if message_id and message_id not in self._waiters:
+                return message_id
+        raise LocalProtocolError("every Message ID is in use")  # pragma: no cover
+
+    async def send_message(
+        self, context_id: int, command: Command, dataset: bytes | memoryview | None = None
+    ) -> None:
+        """Send one DIMSE message; a cancellation half-way aborts the association."""
+        self._check_usable()
+        encoded = encode_command(command)
+        async with self._send_lock:
+            started = False
+            try:
+                for chunks in pack_message(context_id, encoded, dataset, self.send_max_pdu):
+                    self._check_usable()
+                    self._conn.send_encoded_pdata(chunks)
+                    started = True
+                    await self._write_pending()
+            except BaseException:
+                if started:
+                    with anyio.CancelScope(shield=True):
+                        self._fail(AssociationAborted(None, None, "a message was interrupted"))
+                        self._conn.abort()
+                        await self._write_pending()
+                raise
+        if self._failure is not None:
+            raise self._failure
+
+    @asynccontextmanager
+    async def expect_responses(
+        self, message_id: int
+    ) -> AsyncIterator[MemoryObjectReceiveStream[AssembledMessage]]:
+        """Register for the responses to ``message_id`` while the block runs."""
+        if message_id in self._waiters:
+            raise LocalProtocolError(f"message ID {message_id} is already outstanding")
+        send, receive = anyio.create_memory_object_stream[AssembledMessage](math.inf)
+        self._waiters[message_id] = send
+        try:
+            with receive:
+                yield receive
+        finally:
+            self._waiters.pop(message_id, None)
+            send.close()
+
+    async def receive_response(
+        self,
+        responses: MemoryObjectReceiveStream[AssembledMessage],
+        what: str,
+        timeout: float | None = None,
+        *,
+        abort_on_cancel: bool = True,
+    ) -> AssembledMessage:
+        """The next response from ``responses`` within the DIMSE timeout.
+
+        Cancellation while waiting aborts the association unless ``abort_on_cancel`` is
+        False (operations that have C-CANCEL handle cancellation themselves).
+        """
+        limit = self.timeouts.dimse if timeout is None else timeout
+        try:
+            with anyio.fail_after(math.inf if limit is None else limit):
+                return await responses.receive()
+        except anyio.get_cancelled_exc_class():
+            if abort_on_cancel and self.is_established:
+                # The peer will still answer; without C-CANCEL for this operation the
+                # only clean way out is A-ABORT (DESIGN: never an undefined state).
+                await self._abort_with(
+                    AssociationAborted(None, None, f"cancelled while waiting for the {what}")
+                )
+            raise
+        except anyio.EndOfStream:
+            raise self._failure or ConnectionClosed("the association has ended") from None
+        except TimeoutError:
+            self.log.warning("association #%d: no %s within %s s; aborting", self.id, what, limit)
+            error = DIMSETimeout(f"no {what} within {limit} s (DIMSE timeout); association aborted")
+            await self._abort_with(error)
+            raise error from None
+
+    async def send_request(
+        self,
+        context: NegotiatedContext,
+        command: Command,
+        dataset: bytes | memoryview | None = None,
+        what: str = "response",
+    ) -> AssembledMessage:
+        """Send a request that has exactly one response and return that response."""
+        message_id = command["MessageID"]
+        assert isinstance(message_id, int)
+        async with self.expect_responses(message_id) as responses:
+            await self.send_message(context.context_id, command, dataset)
+            return await self.receive_response(responses, what)
+
+    # ------------------------------------------------------------------ operations
+
+    async def echo(self, *, timeout: float | None = None) -> Status:
+        """C-ECHO: ask the peer to confirm it is there; returns its status (0x0000 Success)."""
+        from aionetdicom.services.verification import echo
+
+        return await echo(self, timeout=timeout)
+
+    # ------------------------------------------------------------------ ending
+
+    async def release(self) -> None:
+        """Release the association in order (A-RELEASE), aborting if the peer stalls."""
+        if self._closed.is_set() or self._conn.state in (State.STA1, State.STA13):
+            return
+        if self._conn.state is not State.STA6:
+            await self.abort()
+            return
+        self._release_requested_locally = True
+        async with self._send_lock:
+            self._conn.release()
+            await self._write_pending()
+        timeout = self.timeouts.acse
+        with anyio.move_on_after(math.inf if timeout is None else timeout) as scope:
+            await self._closed.wait()
+        if scope.cancelled_caught:
+            self.log.warning("association #%d: no A-RELEASE-RP within %s s", self.id, timeout)
+            await self.abort()
+
+    async def abort(self) -> None:
+        """Abort the association at once (A-ABORT, service-user source)."""
+        await self._abort_with(AssociationAborted(None, None, "aborted by the local user"))
+
+    async def _abort_with(self, error: DicomNetworkError) -> None:
+        with anyio.CancelScope(shield=True):
+            self._fail(error)
+            if not self._closed.is_set():
+                self._conn.abort()
+                async with self._send_lock:
+                    await self._write_pending()
+                await self._close_stream()
+
+    async def wait_closed(self) -> None:
+        """Wait until the transport connection is closed."""
+        await self._closed.wait()
+
+
+def _field_name(field: int) -> str:
+    try:
+        return CommandField(field).name
+    except ValueError:
+        return f"command 0x{field:04X}"
