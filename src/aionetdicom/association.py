@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("aionetdicom.association")
 
 _ids = itertools.count(1)
+_PENDING = frozenset({0xFF00, 0xFF01})
 
 #: A service for requests received on an association: (association, message) -> None.
 RequestHandler = Callable[["Association", AssembledMessage], Awaitable[None]]
@@ -90,6 +91,7 @@ class Association:
         self._send_lock = anyio.Lock()
         self._assembler = MessageAssembler()
         self._waiters: dict[int, MemoryObjectSendStream[AssembledMessage]] = {}
+        self._abandoned: dict[int, Callable[[], None] | None] = {}
         self._message_ids = itertools.count(1)
         self._failure: DicomNetworkError | None = None
         self._closed = anyio.Event()
@@ -364,6 +366,12 @@ class Association:
             return
         if is_response(field):
             responded_to = command.get("MessageIDBeingRespondedTo")
+            if responded_to in self._abandoned:
+                if command.get("Status") not in _PENDING:
+                    finished = self._abandoned.pop(responded_to)
+                    if finished is not None:
+                        finished()
+                return
             waiter = self._waiters.get(responded_to) if isinstance(responded_to, int) else None
             if waiter is None:
                 self.log.warning(
@@ -397,11 +405,36 @@ class Association:
 
     # ------------------------------------------------------------------ sending
 
+    def _forget_waiter(self, message_id: int) -> None:
+        waiter = self._waiters.pop(message_id, None)
+        if waiter is not None:
+            waiter.close()
+
+    def _cancel_abandoned(
+        self, context_id: int, message_id: int, on_finish: Callable[[], None] | None
+    ) -> None:
+        """An operation's iterator was dropped unfinished: C-CANCEL it in the background."""
+        self._forget_waiter(message_id)
+        if self._task_group is None or not self.is_established:
+            if on_finish is not None:
+                on_finish()
+            return
+        self._abandoned[message_id] = on_finish
+        self._task_group.start_soon(self._send_abandoned_cancel, context_id, message_id)
+
+    async def _send_abandoned_cancel(self, context_id: int, message_id: int) -> None:
+        from aionetdicom.operation import send_cancel
+
+        try:
+            await send_cancel(self, context_id, message_id)
+        except DicomNetworkError as exc:
+            self.log.info("association #%d: C-CANCEL not sent: %s", self.id, exc)
+
     def next_message_id(self) -> int:
         """A Message ID not used by any outstanding request on this association."""
         for _ in range(0x10000):
             message_id = next(self._message_ids) & 0xFFFF
-            if message_id and message_id not in self._waiters:
+            if message_id and message_id not in self._waiters and message_id not in self._abandoned:
                 return message_id
         raise LocalProtocolError("every Message ID is in use")  # pragma: no cover
 

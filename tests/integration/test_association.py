@@ -801,7 +801,10 @@ async def test_cancelled_echo_aborts_the_association_and_leaks_no_task() -> None
                     await peer.got_pdata.wait()
                 tg.cancel_scope.cancel()
             # The reader task ends with the aborted association; nothing new is left.
-            assert len(anyio.get_running_tasks()) < tasks_before
+            with anyio.fail_after(2):
+                await assoc.wait_closed()
+            await anyio.wait_all_tasks_blocked()
+            assert len(anyio.get_running_tasks()) <= tasks_before
             assert not assoc.is_established
             with pytest.raises(AssociationAborted):
                 await assoc.echo()
