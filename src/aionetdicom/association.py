@@ -38,6 +38,9 @@ from aionetdicom.errors import (
 )
 from aionetdicom.pdu.constants import AbortReason, AbortSource
 from aionetdicom.pdu.pdus import AAssociateAC, AAssociateRQ
+from aionetdicom.services.normalized import NormalizedOperations
+from aionetdicom.services.query_retrieve import QueryRetrieveOperations
+from aionetdicom.services.storage import StorageOperations
 from aionetdicom.transport import RECEIVE_SIZE, peer_address
 from aionetdicom.ul import events as ul
 from aionetdicom.ul.connection import Role, ULConnection
@@ -70,8 +73,12 @@ class Timeouts:
     connect: float | None = 30.0
 
 
-class Association:
-    """One association with a peer AE; create it with ``AE.associate`` or ``AE.serve``."""
+class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperations):
+    """One association with a peer AE; create it with ``AE.associate`` or ``AE.serve``.
+
+    The DIMSE operations (``echo``, ``store``, ``find``, ``get``, ``move``, ``n_get`` …)
+    come from the service modules' mixins.
+    """
 
     def __init__(
         self,
@@ -461,6 +468,15 @@ class Association:
                 raise
         if self._failure is not None:
             raise self._failure
+
+    def _register_waiter(self, message_id: int) -> MemoryObjectReceiveStream[AssembledMessage]:
+        """Route the responses to ``message_id`` into the returned stream."""
+        self._check_usable()
+        if message_id in self._waiters:
+            raise LocalProtocolError(f"message ID {message_id} is already outstanding")
+        send, receive = anyio.create_memory_object_stream[AssembledMessage](math.inf)
+        self._waiters[message_id] = send
+        return receive
 
     @asynccontextmanager
     async def expect_responses(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from aionetdicom.dimse.command_set import CommandField, make_command
+from aionetdicom.dimse.command_set import Command, CommandField, make_command
 from aionetdicom.dimse.fragments import AssembledMessage
 from aionetdicom.errors import DicomNetworkError
 
@@ -40,27 +40,48 @@ def is_pending(message: AssembledMessage) -> bool:
 
 
 class PendingResponses(Generic[T]):
-    """The responses to one outstanding request, converted by ``convert``."""
+    """The responses to one request, converted by ``convert``; sent on first use."""
 
     def __init__(
         self,
         assoc: Association,
         context_id: int,
-        message_id: int,
-        responses: MemoryObjectReceiveStream[AssembledMessage],
+        command: Command,
+        dataset: bytes | None,
         convert: Callable[[AssembledMessage], T],
         what: str,
+        *,
+        on_start: Callable[[], None] | None = None,
         on_finish: Callable[[], None] | None = None,
     ) -> None:
         self.assoc = assoc
         self.context_id = context_id
+        self.command = command
+        message_id = command.get("MessageID")
+        if not isinstance(message_id, int):
+            raise ValueError("the request command has no MessageID")
         self.message_id = message_id
-        self._responses = responses
+        self._dataset = dataset
+        self._responses: MemoryObjectReceiveStream[AssembledMessage] | None = None
         self._convert = convert
         self._what = what
+        self._on_start = on_start
         self._on_finish = on_finish
         self._done = False
         self._cancel_sent = False
+
+    async def _start(self) -> MemoryObjectReceiveStream[AssembledMessage]:
+        if self._responses is None:
+            self._responses = self.assoc._register_waiter(self.message_id)
+            if self._on_start is not None:
+                self._on_start()
+            try:
+                await self.assoc.send_message(self.context_id, self.command, self._dataset)
+            except BaseException:
+                self._finish()
+                raise
+            self._dataset = None
+        return self._responses
 
     def __repr__(self) -> str:
         state = "done" if self._done else "open"
@@ -77,9 +98,10 @@ class PendingResponses(Generic[T]):
     async def __anext__(self) -> T:
         if self._done:
             raise StopAsyncIteration
+        responses = await self._start()
         try:
             message = await self.assoc.receive_response(
-                self._responses, self._what, abort_on_cancel=False
+                responses, self._what, abort_on_cancel=False
             )
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
@@ -93,6 +115,7 @@ class PendingResponses(Generic[T]):
         return self._convert(message)
 
     async def __aenter__(self) -> PendingResponses[T]:
+        await self._start()
         return self
 
     async def __aexit__(
@@ -105,13 +128,15 @@ class PendingResponses(Generic[T]):
 
     async def aclose(self) -> None:
         """Stop early: send C-CANCEL and wait for the final response."""
+        if self._responses is None:
+            self._done = True
         if not self._done:
             with anyio.CancelScope(shield=True):
                 await self._cancel_and_drain()
 
     async def cancel(self) -> None:
         """Send C-CANCEL now; keep iterating to receive the remaining responses."""
-        if not self._done and not self._cancel_sent:
+        if self._responses is not None and not self._done and not self._cancel_sent:
             self._cancel_sent = True
             await send_cancel(self.assoc, self.context_id, self.message_id)
 
@@ -119,6 +144,7 @@ class PendingResponses(Generic[T]):
         try:
             await self.cancel()
             limit = self.assoc.timeouts.dimse
+            assert self._responses is not None
             with anyio.fail_after(math.inf if limit is None else limit):
                 async for message in self._responses:
                     if not is_pending(message):
@@ -131,13 +157,14 @@ class PendingResponses(Generic[T]):
     def _finish(self) -> None:
         if not self._done:
             self._done = True
-            self._responses.close()
+            if self._responses is not None:
+                self._responses.close()
             self.assoc._forget_waiter(self.message_id)
             if self._on_finish is not None:
                 self._on_finish()
 
     def __del__(self) -> None:
-        if not self._done:
+        if not self._done and self._responses is not None:
             self._done = True
             self._responses.close()
             self.assoc._cancel_abandoned(self.context_id, self.message_id, self._on_finish)

@@ -1,0 +1,58 @@
+"""aionetdicom: asyncio-native DICOM networking (anyio, so trio works too).
+
+Start with :class:`AE`: ``AE.associate(...)`` for an SCU, ``AE.serve(...)`` for an SCP.
+"""
+
+from aionetdicom import contexts
+from aionetdicom.acse.user_identity import UserIdentity
+from aionetdicom.ae import AE, validate_ae_title
+from aionetdicom.association import Association, Timeouts
+from aionetdicom.dimse.status import Status, StatusCategory
+from aionetdicom.errors import (
+    ACSETimeout,
+    AssociationAborted,
+    AssociationError,
+    AssociationRejected,
+    ConnectionClosed,
+    ConnectTimeout,
+    DicomNetworkError,
+    DicomTimeoutError,
+    DIMSETimeout,
+    LocalProtocolError,
+    NegotiationError,
+    NetworkTimeout,
+    PDUDecodeError,
+    ProtocolError,
+)
+from aionetdicom.server import Server
+from aionetdicom.services.verification import EchoRequest
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "AE",
+    "ACSETimeout",
+    "Association",
+    "AssociationAborted",
+    "AssociationError",
+    "AssociationRejected",
+    "ConnectTimeout",
+    "ConnectionClosed",
+    "DIMSETimeout",
+    "DicomNetworkError",
+    "DicomTimeoutError",
+    "EchoRequest",
+    "LocalProtocolError",
+    "NegotiationError",
+    "NetworkTimeout",
+    "PDUDecodeError",
+    "ProtocolError",
+    "Server",
+    "Status",
+    "StatusCategory",
+    "Timeouts",
+    "UserIdentity",
+    "__version__",
+    "contexts",
+    "validate_ae_title",
+]
