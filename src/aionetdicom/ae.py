@@ -178,6 +178,16 @@ class AE:
         self.supported_contexts.append(context)
         return context
 
+    def handle_dimse(self, command_field: int, handler: RequestHandler) -> None:
+        """Low-level: run ``handler(assoc, message)`` for each received request of a kind.
+
+        The handler must send the response itself (``assoc.send_message``). Service
+        classes are built on this; most applications use their ``on_*`` decorators.
+        """
+        if command_field & 0x8000 or command_field == CommandField.C_CANCEL_RQ:
+            raise ValueError(f"command field 0x{command_field:04X} is not a request")
+        self._services[command_field] = handler
+
     def on_echo(self, handler: _F) -> _F:
         """Decorator: ``handler(request) -> status`` answers each C-ECHO (default Success)."""
         self.echo_handler = handler  # type: ignore[assignment]
