@@ -1,0 +1,147 @@
+"""echoscp: a Verification SCP answering C-ECHO, to test that peers can reach us.
+
+Runs until SIGINT or SIGTERM (or ``--max-runtime``), then stops accepting and lets
+running associations finish before it exits with status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import signal
+import weakref
+from collections.abc import Sequence
+from contextlib import AsyncExitStack, ExitStack
+
+import anyio
+import anyio.abc
+
+from aionetdicom.acse.contexts import VERIFICATION_SOP_CLASS, PresentationContext
+from aionetdicom.ae import AE
+from aionetdicom.apps import common
+from aionetdicom.association import Association
+from aionetdicom.errors import DicomNetworkError
+from aionetdicom.services.verification import EchoRequest
+
+DESCRIPTION = "echoscp: DICOM verification (C-ECHO) SCP"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The echoscp command line: DCMTK's (``+xe``) and pynetdicom's (``-xe``) spellings."""
+    parser = common.make_parser("echoscp", DESCRIPTION, plus_options=True)
+    common.add_general_options(parser)
+    network = common.add_scp_network_options(parser, ae_title_default="ECHOSCP")
+    network.add_argument(
+        "--max-runtime",
+        type=common.timeout_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="stop after SECONDS (default: run until SIGINT or SIGTERM)",
+    )
+    common.add_prefer_ts_options(parser)
+    return parser
+
+
+def make_ae(args: argparse.Namespace, log: logging.Logger) -> AE:
+    """The Verification SCP the options describe, logging each echo it answers."""
+    ae = AE(
+        args.ae_title,
+        maximum_associations=args.max_associations,
+        require_called_ae_title=args.require_called_aet,
+        allowed_calling_ae_titles=args.allowed_calling_aet,
+        supported_contexts=[PresentationContext(VERIFICATION_SOP_CLASS, args.transfer_syntaxes)],
+        **common.timeout_kwargs(args),
+    )
+    described: weakref.WeakSet[Association] = weakref.WeakSet()
+
+    @ae.on_echo
+    async def on_echo(request: EchoRequest) -> int:
+        assoc = request.assoc
+        if assoc not in described:
+            described.add(assoc)
+            log.debug(
+                "Association #%d from %s (%s:%d), peer implementation %s %s\n%s",
+                assoc.id,
+                assoc.peer_ae_title,
+                *assoc.peer_address,
+                assoc.peer_implementation_class_uid,
+                assoc.peer_implementation_version_name or "",
+                common.describe_contexts(assoc.contexts),
+            )
+        log.info(
+            "Received Echo Request (MsgID %d) from %s on association #%d",
+            request.message_id,
+            assoc.peer_ae_title,
+            assoc.id,
+        )
+        log.info("Sending Echo Response (Success)")
+        return 0x0000
+
+    return ae
+
+
+async def serve(args: argparse.Namespace, log: logging.Logger) -> int:
+    """Listen until a signal or ``--max-runtime``; shut down gracefully; return 0."""
+    ae = make_ae(args, log)
+    async with anyio.create_task_group() as tg:
+        # Catch the signals before listening, so a SIGTERM right after start-up is graceful.
+        await tg.start(_stop_on_signal, tg.cancel_scope, log)
+        await _listen(ae, args, log)
+        tg.cancel_scope.cancel()
+    log.info("echoscp stopped")
+    return 0
+
+
+async def _listen(ae: AE, args: argparse.Namespace, log: logging.Logger) -> None:
+    """Serve until ``--max-runtime`` (or cancellation), then close the server."""
+    hosts = args.bind or ["0.0.0.0"]
+    async with AsyncExitStack() as stack:
+        try:
+            server = await stack.enter_async_context(ae.serve(hosts, args.port))
+        except OSError as exc:
+            if isinstance(exc, DicomNetworkError):
+                raise
+            where = ", ".join(f"{host}:{args.port}" for host in hosts)
+            raise common.AppError(
+                f"cannot listen on {where}: {common.describe_os_error(exc)}"
+            ) from exc
+        where = ", ".join(f"{host}:{port}" for host, port in server.addresses)
+        log.log(common.NOTICE, "echoscp listening on %s as %s", where, ae.ae_title)
+        limit = math.inf if args.max_runtime is None else args.max_runtime
+        with anyio.move_on_after(limit) as timer:
+            await server.wait_closed()
+        if timer.cancelled_caught:
+            log.info("Maximum run time reached; shutting down")
+
+
+async def _stop_on_signal(
+    scope: anyio.CancelScope,
+    log: logging.Logger,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Cancel ``scope`` on SIGINT or SIGTERM (where the platform lets us catch them)."""
+    with ExitStack() as stack:
+        try:
+            signals = stack.enter_context(anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM))
+        except (NotImplementedError, RuntimeError, ValueError) as exc:
+            log.debug("signal handling unavailable (%s); Ctrl-C will interrupt", exc)
+            task_status.started()
+            return
+        task_status.started()
+        async for signum in signals:
+            log.info("%s received; shutting down", signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run echoscp with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    args = build_parser().parse_args(argv)
+    log = common.setup_logging(args, "echoscp", library_verbose=True)
+    return common.run_app(lambda: serve(args, log), args.backend, log)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
