@@ -3,5 +3,5 @@
 # (The Storage + Query/Retrieve server `qrscp` takes its place once it exists.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install -q --disable-pip-version-check -e . 2>&1 | grep -v -i "warning" || true
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e .
 exec python3 -m aionetdicom echoscp --aetitle ANY-SCP -v "${PORT:-11112}" "$@"

@@ -11,7 +11,7 @@ if [ ! -x /usr/bin/storescp ] || [ ! -x /usr/bin/echoscu ]; then
 fi
 
 echo "== installing aionetdicom with its test extra"
-python3 -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -i "warning" || true
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
 python3 -c "import aionetdicom, pytest, hypothesis, trio, pynetdicom" >/dev/null
 
 echo "== ruff"
