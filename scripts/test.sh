@@ -15,8 +15,8 @@ python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 
 python3 -c "import aionetdicom, pytest, hypothesis, trio, pynetdicom" >/dev/null
 
 echo "== ruff"
-python3 -m ruff check src tests benchmarks examples
-python3 -m ruff format --check src tests benchmarks examples
+python3 -m ruff check .
+python3 -m ruff format --check .
 
 echo "== mypy --strict src/"
 python3 -m mypy --strict src/aionetdicom
