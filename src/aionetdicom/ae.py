@@ -13,6 +13,7 @@ from anyio.abc import SocketListener
 
 from aionetdicom.acse.acceptor import (
     check_request,
+    effective_window,
     negotiate_contexts,
     negotiate_window,
     validate_contexts,
@@ -324,6 +325,13 @@ class AE:
         assoc.send_max_pdu = negotiated_maximum_length(
             response.user_information.maximum_length, DEFAULT_SEND_CAP
         )
+        assoc.set_operations_window(
+            effective_window(
+                request.user_information.asynchronous_operations_window,
+                response.user_information.asynchronous_operations_window,
+                requestor=True,
+            ).may_invoke
+        )
         assoc.log.info(
             "association #%d accepted by %s at %s:%d (%d of %d contexts)",
             assoc.id,
@@ -480,6 +488,13 @@ class AE:
         assoc.response = response
         assoc.send_max_pdu = negotiated_maximum_length(
             request.user_information.maximum_length, DEFAULT_SEND_CAP
+        )
+        assoc.set_operations_window(
+            effective_window(
+                request.user_information.asynchronous_operations_window,
+                response.user_information.asynchronous_operations_window,
+                requestor=False,
+            ).may_invoke
         )
         assoc.request_handler = self._dispatch
         connection.accept(response)

@@ -99,6 +99,10 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         self._assembler = MessageAssembler()
         self._waiters: dict[int, MemoryObjectSendStream[AssembledMessage]] = {}
         self._abandoned: dict[int, Callable[[], None] | None] = {}
+        self._invoke_slots: anyio.Semaphore | None = anyio.Semaphore(1)
+        self._slot_holders: set[int] = set()
+        self._owed_responses = 0
+        self._last_received = 0.0
         self._message_ids = itertools.count(1)
         self._failure: DicomNetworkError | None = None
         self._closed = anyio.Event()
@@ -230,6 +234,7 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         elif data is None:
             events = conn.receive_eof()
         else:
+            self._last_received = anyio.current_time()
             events = conn.receive_data(data)
         for event in events:
             if isinstance(event, ul.Aborted):
@@ -375,6 +380,7 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
             responded_to = command.get("MessageIDBeingRespondedTo")
             if responded_to in self._abandoned:
                 if command.get("Status") not in _PENDING:
+                    self._release_slot(responded_to)
                     finished = self._abandoned.pop(responded_to)
                     if finished is not None:
                         finished()
@@ -402,6 +408,7 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         self._task_group.start_soon(self._run_handler, handler, message)
 
     async def _run_handler(self, handler: RequestHandler, message: AssembledMessage) -> None:
+        self._owed_responses += 1
         try:
             await handler(self, message)
         except DicomNetworkError as exc:
@@ -409,6 +416,8 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         except Exception:
             self.log.exception("association #%d: service raised; aborting", self.id)
             await self.abort()
+        finally:
+            self._owed_responses -= 1
 
     # ------------------------------------------------------------------ sending
 
@@ -416,13 +425,20 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         waiter = self._waiters.pop(message_id, None)
         if waiter is not None:
             waiter.close()
+        self._release_slot(message_id)
 
     def _cancel_abandoned(
         self, context_id: int, message_id: int, on_finish: Callable[[], None] | None
     ) -> None:
-        """An operation's iterator was dropped unfinished: C-CANCEL it in the background."""
-        self._forget_waiter(message_id)
+        """An operation's iterator was dropped unfinished: C-CANCEL it in the background.
+
+        Its slot in the operations window stays taken until the final response.
+        """
+        waiter = self._waiters.pop(message_id, None)
+        if waiter is not None:
+            waiter.close()
         if self._task_group is None or not self.is_established:
+            self._release_slot(message_id)
             if on_finish is not None:
                 on_finish()
             return
@@ -469,14 +485,35 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         if self._failure is not None:
             raise self._failure
 
-    def _register_waiter(self, message_id: int) -> MemoryObjectReceiveStream[AssembledMessage]:
-        """Route the responses to ``message_id`` into the returned stream."""
+    def set_operations_window(self, maximum_invoked: int) -> None:
+        """Allow ``maximum_invoked`` outstanding requests (0: unlimited); others queue."""
+        self._invoke_slots = None if maximum_invoked == 0 else anyio.Semaphore(maximum_invoked)
+
+    async def _register_waiter(
+        self, message_id: int
+    ) -> MemoryObjectReceiveStream[AssembledMessage]:
+        """Wait for a free slot in the operations window, then route ``message_id``'s
+        responses into the returned stream."""
         self._check_usable()
-        if message_id in self._waiters:
+        if message_id in self._waiters or message_id in self._slot_holders:
             raise LocalProtocolError(f"message ID {message_id} is already outstanding")
+        if self._invoke_slots is not None:
+            await self._invoke_slots.acquire()
+            self._slot_holders.add(message_id)
+            try:
+                self._check_usable()
+            except BaseException:
+                self._release_slot(message_id)
+                raise
         send, receive = anyio.create_memory_object_stream[AssembledMessage](math.inf)
         self._waiters[message_id] = send
         return receive
+
+    def _release_slot(self, message_id: int) -> None:
+        if message_id in self._slot_holders:
+            self._slot_holders.discard(message_id)
+            if self._invoke_slots is not None:
+                self._invoke_slots.release()
 
     @asynccontextmanager
     async def expect_responses(
@@ -485,14 +522,12 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         """Register for the responses to ``message_id`` while the block runs."""
         if message_id in self._waiters:
             raise LocalProtocolError(f"message ID {message_id} is already outstanding")
-        send, receive = anyio.create_memory_object_stream[AssembledMessage](math.inf)
-        self._waiters[message_id] = send
+        receive = await self._register_waiter(message_id)
         try:
             with receive:
                 yield receive
         finally:
-            self._waiters.pop(message_id, None)
-            send.close()
+            self._forget_waiter(message_id)
 
     async def receive_response(
         self,
@@ -509,8 +544,7 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         """
         limit = self.timeouts.dimse if timeout is None else timeout
         try:
-            with anyio.fail_after(math.inf if limit is None else limit):
-                return await responses.receive()
+            return await self._receive_within(responses, limit)
         except anyio.get_cancelled_exc_class():
             if abort_on_cancel and self.is_established:
                 # The peer will still answer; without C-CANCEL for this operation the
@@ -526,6 +560,29 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
             error = DIMSETimeout(f"no {what} within {limit} s (DIMSE timeout); association aborted")
             await self._abort_with(error)
             raise error from None
+
+    async def _receive_within(
+        self, responses: MemoryObjectReceiveStream[AssembledMessage], limit: float | None
+    ) -> AssembledMessage:
+        """Receive, timing out after ``limit`` s without traffic from the peer.
+
+        The clock stops while the peer waits for us (a request of theirs, such as a
+        C-GET sub-operation, is still being handled) and restarts from the last data
+        the peer sent.
+        """
+        if limit is None:
+            return await responses.receive()
+        deadline = anyio.current_time() + limit
+        while True:
+            with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+                return await responses.receive()
+            now = anyio.current_time()
+            if self._owed_responses:
+                deadline = now + limit
+            elif self._last_received + limit > now:
+                deadline = self._last_received + limit
+            else:
+                raise TimeoutError
 
     async def send_request(
         self,

@@ -72,10 +72,12 @@ class PendingResponses(Generic[T]):
 
     async def _start(self) -> MemoryObjectReceiveStream[AssembledMessage]:
         if self._responses is None:
-            self._responses = self.assoc._register_waiter(self.message_id)
-            if self._on_start is not None:
-                self._on_start()
             try:
+                # on_start may refuse the operation; do that before queueing for a
+                # slot in the operations window.
+                if self._on_start is not None:
+                    self._on_start()
+                self._responses = await self.assoc._register_waiter(self.message_id)
                 await self.assoc.send_message(self.context_id, self.command, self._dataset)
             except BaseException:
                 self._finish()
@@ -140,7 +142,24 @@ class PendingResponses(Generic[T]):
             self._cancel_sent = True
             await send_cancel(self.assoc, self.context_id, self.message_id)
 
+    def _final_already_received(self) -> bool:
+        """Consume buffered responses; True (and finished) if the final one is among them."""
+        if self._responses is None:
+            return False
+        try:
+            while True:
+                if not is_pending(self._responses.receive_nowait()):
+                    self._finish()
+                    return True
+        except anyio.WouldBlock:
+            return False
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            self._finish()
+            return True
+
     async def _cancel_and_drain(self) -> None:
+        if self._final_already_received():
+            return
         try:
             await self.cancel()
             limit = self.assoc.timeouts.dimse
@@ -164,7 +183,9 @@ class PendingResponses(Generic[T]):
                 self._on_finish()
 
     def __del__(self) -> None:
-        if not self._done and self._responses is not None:
+        if self._done or self._responses is None or self._final_already_received():
+            return
+        if not self._done:
             self._done = True
             self._responses.close()
             self.assoc._cancel_abandoned(self.context_id, self.message_id, self._on_finish)

@@ -13,7 +13,8 @@ STORAGE_SOP_CLASSES: tuple[str, ...] = tuple(
             uid
             for uid, (_, kind, _, _, keyword) in UID_dictionary.items()
             if kind == "SOP Class"
-            and keyword.endswith("Storage")
+            and "Storage" in keyword
+            and not keyword.startswith("StorageCommitment")
             and keyword != "MediaStorageDirectoryStorage"
         ),
         key=lambda uid: tuple(int(part) for part in uid.split(".")),
