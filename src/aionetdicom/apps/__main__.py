@@ -14,6 +14,10 @@ from typing import cast
 APPS: dict[str, tuple[str, str]] = {
     "echoscu": ("aionetdicom.apps.echoscu", "DICOM verification (C-ECHO) SCU"),
     "echoscp": ("aionetdicom.apps.echoscp", "DICOM verification (C-ECHO) SCP"),
+    "storescu": ("aionetdicom.apps.storescu", "DICOM storage (C-STORE) SCU"),
+    "findscu": ("aionetdicom.apps.findscu", "DICOM query (C-FIND) SCU"),
+    "getscu": ("aionetdicom.apps.getscu", "DICOM retrieve (C-GET) SCU"),
+    "movescu": ("aionetdicom.apps.movescu", "DICOM retrieve (C-MOVE) SCU"),
 }
 
 PROG = "aionetdicom"
