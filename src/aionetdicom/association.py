@@ -54,6 +54,10 @@ logger = logging.getLogger("aionetdicom.association")
 _ids = itertools.count(1)
 _PENDING = frozenset({0xFF00, 0xFF01})
 
+#: PDUs of one message are written together up to about this many bytes: fewer
+#: system calls, while memory stays bounded for large datasets.
+WRITE_COALESCE_BYTES = 4 * 1024 * 1024
+
 #: A service for requests received on an association: (association, message) -> None.
 RequestHandler = Callable[["Association", AssembledMessage], Awaitable[None]]
 
@@ -470,13 +474,21 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         async with self._send_lock:
             started = False
             try:
+                buffered = 0
                 for chunks in pack_message(context_id, encoded, dataset, self.send_max_pdu):
                     self._check_usable()
                     self._conn.send_encoded_pdata(chunks)
-                    started = True
-                    await self._write_pending()
+                    buffered += self.send_max_pdu
+                    if buffered >= WRITE_COALESCE_BYTES:
+                        started = True
+                        await self._write_pending()
+                        buffered = 0
+                started = True
+                await self._write_pending()
             except BaseException:
-                if started:
+                if not started:
+                    self._conn.data_to_send()  # nothing reached the peer: drop it all
+                else:
                     with anyio.CancelScope(shield=True):
                         self._fail(AssociationAborted(None, None, "a message was interrupted"))
                         self._conn.abort()
