@@ -29,20 +29,26 @@ The command builders (:func:`n_get_request` … :func:`n_response`) are pure fun
 that validate their input and build the command set without any I/O.
 
 SCP: :func:`n_service` turns ``handler(request: NRequest) -> status | (status, dataset)``
-into a request handler for ``AE.handle_dimse`` that answers with the matching N-*-RSP.
+into a request handler for ``AE.handle_dimse`` that answers with the matching N-*-RSP;
+:mod:`aionetdicom.services.normalized_scp` finds handlers per SOP class in the AE's
+handler registry and adds the service-class helpers (storage commitment, …).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Union, cast
+from typing import TYPE_CHECKING, Any, TypeVar, Union, cast
+
+import anyio
 
 from aionetdicom.acse.contexts import NegotiatedContext, is_valid_uid
 from aionetdicom.datasets import DatasetError, decode_dataset, encode_dataset
 from aionetdicom.dimse.command_set import Command, CommandField, CommandValue, make_command
 from aionetdicom.dimse.status import Status
 from aionetdicom.errors import ProtocolError
+from aionetdicom.handlers import Service
+from aionetdicom.services.status_rules import FAILURE_FOR, checked_status
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -61,6 +67,7 @@ __all__ = [
     "NRequest",
     "NResponse",
     "NormalizedOperations",
+    "answer_request",
     "attribute_tag",
     "attribute_tags",
     "event_report_service",
@@ -96,8 +103,12 @@ _AFFECTED_IN_REQUEST = frozenset({CommandField.N_EVENT_REPORT_RQ, CommandField.N
 #: One attribute for an N-GET: a tag as int (``0x00100010``), as (group, element), or a
 #: DICOM keyword (``"PatientName"``).
 AttributeIdentifier = Union[int, tuple[int, int], str]
-#: What a handler returns: a status, or a status and the data set to send with it.
-HandlerResult = Union[int, tuple[int, Union["Dataset", None]]]
+#: What a handler returns: a status, or a status and the data set to send with it; for
+#: N-CREATE also (status, data set, UID of the instance created) when the requestor
+#: named no instance and the handler chose the UID itself.
+HandlerResult = Union[
+    int, tuple[int, Union["Dataset", None]], tuple[int, Union["Dataset", None], str]
+]
 #: An SCP-side handler of DIMSE-N requests (see :func:`n_service`).
 NHandler = Callable[["NRequest"], Awaitable[HandlerResult]]
 #: A handler of N-EVENT-REPORT requests received (see :func:`event_report_service`).
@@ -566,14 +577,22 @@ def _decode_received(raw: bytes | None, context: NegotiatedContext) -> Dataset |
     return decode_dataset(raw, context.transfer_syntax, inflate_limit=MAX_INFLATED_LENGTH)
 
 
+_R = TypeVar("_R", bound="NRequest")
+
+
 @dataclass(eq=False)
 class NRequest:
-    """A DIMSE-N request received by an SCP, as handed to an :func:`n_service` handler.
+    """A DIMSE-N request received by an SCP, as handed to its handler.
 
     ``sop_class_uid`` / ``sop_instance_uid`` are the Requested or Affected UIDs,
     whichever the request kind carries. For an N-CREATE without an instance UID,
-    ``sop_instance_uid`` is a fresh UID (``instance_uid_assigned`` is True); the handler
-    may replace it, and the response names it as the created instance.
+    ``sop_instance_uid`` is a fresh UID (``instance_uid_assigned`` is True): the handler
+    creates the instance under it, or returns ``(status, dataset, uid)`` to name the UID
+    it chose instead; the response names the created instance.
+
+    A handler may set ``error_comment`` and ``error_id`` before it returns a status
+    other than Success: they travel in the response as Error Comment (0000,0902) and
+    Error ID (0000,0903), as some service classes require (e.g. PS3.4 F.7.2.2.4).
     """
 
     assoc: Association
@@ -584,10 +603,17 @@ class NRequest:
     sop_class_uid: str
     sop_instance_uid: str
     instance_uid_assigned: bool = False
-    _decoded: list[Dataset | None] = field(default_factory=list, repr=False)
+    #: Error Comment (0000,0902) for a non-Success response (ASCII, cut to 64 characters).
+    error_comment: str | None = None
+    #: Error ID (0000,0903) for a non-Success response.
+    error_id: int | None = None
+    #: The status of the response once it was sent; None before, or if sending failed.
+    answered_status: int | None = field(default=None, init=False)
+    _decoded: list[Dataset | None] = field(default_factory=list, init=False, repr=False)
+    _answered: anyio.Event | None = field(default=None, init=False, repr=False)
 
     @classmethod
-    def from_message(cls, assoc: Association, message: AssembledMessage) -> NRequest:
+    def from_message(cls: type[_R], assoc: Association, message: AssembledMessage) -> _R:
         """Wrap a received N-*-RQ message."""
         context = _context_of(assoc, message.context_id)
         sop_class, instance = _request_uids(message.command)
@@ -604,6 +630,13 @@ class NRequest:
     def command_field(self) -> CommandField:
         """Which DIMSE-N request this is (``CommandField.N_GET_RQ`` …)."""
         return _request_field(self.command)
+
+    @property
+    def service(self) -> Service:
+        """Which DIMSE-N service this is (``Service.N_GET`` …)."""
+        service = Service.for_request(self.command_field)
+        assert service is not None
+        return service
 
     @property
     def message_id(self) -> int:
@@ -633,78 +666,103 @@ class NRequest:
             self._decoded.append(_decode_received(self.raw_dataset, self.context))
         return self._decoded[0]
 
+    async def wait_answered(self) -> int | None:
+        """Wait until the response was sent (or failed to be); return ``answered_status``.
+
+        For work a handler starts that must follow its response, such as a storage
+        commitment result that the requestor expects after the N-ACTION-RSP.
+        """
+        if self._answered is None:
+            self._answered = anyio.Event()
+        await self._answered.wait()
+        return self.answered_status
+
+    def _mark_answered(self, status: int | None) -> None:
+        self.answered_status = status
+        if self._answered is None:
+            self._answered = anyio.Event()
+        self._answered.set()
+
 
 @dataclass(eq=False)
-class EventReportRequest:
-    """An N-EVENT-REPORT request received, as handed to an :data:`EventReportHandler`."""
+class EventReportRequest(NRequest):
+    """An N-EVENT-REPORT request received, as handed to an :data:`EventReportHandler`.
 
-    assoc: Association
-    context: NegotiatedContext
-    command: Command
-    event_type_id: int | None
-    affected_sop_class_uid: str
-    affected_sop_instance_uid: str
-    #: The Event Information bytes as received, in the context's transfer syntax.
-    raw_dataset: bytes | None = None
-    _decoded: list[Dataset | None] = field(default_factory=list, repr=False)
-
-    @classmethod
-    def from_message(cls, assoc: Association, message: AssembledMessage) -> EventReportRequest:
-        """Wrap a received N-EVENT-REPORT-RQ message."""
-        command = message.command
-        return cls(
-            assoc,
-            _context_of(assoc, message.context_id),
-            command,
-            _number(command, "EventTypeID"),
-            _text(command, "AffectedSOPClassUID") or "",
-            _text(command, "AffectedSOPInstanceUID") or "",
-            message.dataset if command.has_dataset else None,
-        )
+    The same as :class:`NRequest`, with the names PS3.7 10.1.1 uses.
+    """
 
     @property
-    def message_id(self) -> int:
-        """The request's Message ID."""
-        return _number(self.command, "MessageID") or 0
+    def affected_sop_class_uid(self) -> str:
+        """The Affected SOP Class UID (also ``sop_class_uid``)."""
+        return self.sop_class_uid
+
+    @property
+    def affected_sop_instance_uid(self) -> str:
+        """The Affected SOP Instance UID (also ``sop_instance_uid``)."""
+        return self.sop_instance_uid
 
     @property
     def event_information(self) -> Dataset | None:
         """The Event Information (decoded on first use; DatasetError if malformed)."""
-        if not self._decoded:
-            self._decoded.append(_decode_received(self.raw_dataset, self.context))
-        return self._decoded[0]
+        return self.dataset
 
 
-def _check_result(result: object) -> tuple[int, Dataset | None]:
+def _check_result(result: object, *, creating: bool) -> tuple[int, Dataset | None, str | None]:
+    """(status, reply data set, created instance UID) of a handler's result, or raise."""
     if isinstance(result, tuple):
+        if creating and len(result) == 3:
+            status, dataset, uid = result
+            return (
+                _check_us(status, "status"),
+                _check_dataset(dataset, "reply data set"),
+                _check_uid(uid, "created SOP instance UID"),
+            )
         if len(result) != 2:
-            raise TypeError(f"a handler must return status or (status, dataset), not {result!r}")
+            shapes = "status, (status, dataset)"
+            if creating:
+                shapes += " or (status, dataset, instance UID)"
+            raise TypeError(f"a handler must return {shapes}, not {result!r}")
         status, dataset = result
-        return _check_us(status, "status"), _check_dataset(dataset, "reply data set")
-    return _check_us(result, "status"), None
+        return _check_us(status, "status"), _check_dataset(dataset, "reply data set"), None
+    return _check_us(result, "status"), None, None
 
 
-async def _answer(
-    assoc: Association,
-    label: str,
-    handler: Callable[[Any], Awaitable[HandlerResult]],
-    request: NRequest | EventReportRequest,
-    *,
-    sop_class_uid: str | None,
-    sop_instance_uid: str | None,
-    omit_instance_on_failure: bool = False,
+async def answer_request(
+    handler: Callable[[Any], Awaitable[HandlerResult]], request: NRequest
 ) -> None:
+    """Run ``handler(request)`` and send the N-*-RSP with what it returned.
+
+    The status goes through :func:`checked_status` (a status the service does not
+    allow becomes 0x0110 Processing failure); a handler that raises or returns
+    something unusable gets 0x0110 sent and its exception logged. The response names
+    the Affected SOP Class/Instance UID and carries the reply data set in the context's
+    transfer syntax.
+    """
+    assoc = request.assoc
+    service = request.service
+    label = service.value
+    failure = FAILURE_FOR[service]
     context = request.context
     try:
-        status, reply = _check_result(await handler(request))
+        status, reply, created = _check_result(
+            await handler(request), creating=service is Service.N_CREATE
+        )
+        if created is not None and created != request.sop_instance_uid:
+            if not request.instance_uid_assigned:
+                raise ValueError(
+                    f"the requestor named instance {request.sop_instance_uid}; the handler "
+                    f"may not create {created} instead"
+                )
+            request.sop_instance_uid = created
     except Exception:
         assoc.log.exception(
-            "association #%d: %s handler raised; answering 0x%04X",
+            "association #%d: %s handler raised or returned an unusable result; answering 0x%04X",
             assoc.id,
             label,
-            PROCESSING_FAILURE,
+            failure,
         )
-        status, reply = PROCESSING_FAILURE, None
+        status, reply = failure, None
+    status = checked_status(service, status, where=f"{label} handler")
     data = None
     if reply is not None:
         try:
@@ -713,50 +771,53 @@ async def _answer(
             assoc.log.exception(
                 "association #%d: %s reply data set cannot be encoded", assoc.id, label
             )
-            status, data = PROCESSING_FAILURE, None
-    if omit_instance_on_failure and Status(status).is_failure:
-        sop_instance_uid = None
+            status, data = failure, None
+    instance: str | None = request.sop_instance_uid or None
+    if request.instance_uid_assigned and Status(status).is_failure:
+        instance = None  # a failed N-CREATE names no instance the SCP made up
     try:
         response = n_response(
             request.command,
             status,
-            sop_class_uid=sop_class_uid or None,
-            sop_instance_uid=sop_instance_uid or None,
+            sop_class_uid=request.sop_class_uid or None,
+            sop_instance_uid=instance,
             has_dataset=data is not None,
         )
+        if status != 0x0000:
+            if request.error_comment is not None:
+                response["ErrorComment"] = request.error_comment[:64]
+            if request.error_id is not None:
+                response["ErrorID"] = _check_us(request.error_id, "error ID")
     except (TypeError, ValueError):
         assoc.log.exception("association #%d: cannot build the %s response", assoc.id, label)
-        response, data = n_response(request.command, PROCESSING_FAILURE), None
-    await assoc.send_message(context.context_id, response, data)
+        response, data = n_response(request.command, failure), None
+    sent: int | None = None
+    try:
+        await assoc.send_message(context.context_id, response, data)
+        sent = _number(response, "Status")
+    finally:
+        request._mark_answered(sent)
 
 
 def n_service(handler: NHandler) -> RequestHandler:
     """An SCP request handler (for ``AE.handle_dimse``) of the DIMSE-N requests.
 
-    ``handler(request: NRequest)`` returns a status, or (status, data set); the service
-    answers with the matching N-*-RSP naming the Affected SOP Class/Instance UID, the
-    status and the data set encoded in the context's transfer syntax. A handler that
-    raises gets 0x0110 (Processing failure) sent and its exception logged.
+    ``handler(request: NRequest)`` returns a status, or (status, data set), or for
+    N-CREATE (status, data set, created instance UID); the service answers with the
+    matching N-*-RSP (see :func:`answer_request`). Most applications register handlers
+    per SOP class in the AE's handler registry instead, served by
+    :func:`aionetdicom.services.normalized_scp.serve_normalized`.
     """
 
     async def serve(assoc: Association, message: AssembledMessage) -> None:
         try:
-            field_ = _request_field(message.command)
+            _request_field(message.command)
         except ValueError:
             assoc.log.warning(
                 "association #%d: n_service got a non-DIMSE-N request %r", assoc.id, message.command
             )
             return
-        request = NRequest.from_message(assoc, message)
-        await _answer(
-            assoc,
-            field_.label,
-            handler,
-            request,
-            sop_class_uid=request.sop_class_uid,
-            sop_instance_uid=request.sop_instance_uid,
-            omit_instance_on_failure=request.instance_uid_assigned,
-        )
+        await answer_request(handler, NRequest.from_message(assoc, message))
 
     return serve
 
@@ -772,14 +833,6 @@ def event_report_service(handler: EventReportHandler) -> RequestHandler:
     """
 
     async def serve(assoc: Association, message: AssembledMessage) -> None:
-        request = EventReportRequest.from_message(assoc, message)
-        await _answer(
-            assoc,
-            "N-EVENT-REPORT",
-            handler,
-            request,
-            sop_class_uid=request.affected_sop_class_uid,
-            sop_instance_uid=request.affected_sop_instance_uid,
-        )
+        await answer_request(handler, EventReportRequest.from_message(assoc, message))
 
     return serve
