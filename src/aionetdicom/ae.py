@@ -1,12 +1,51 @@
-"""The Application Entity: the user's entry point for associations as SCU and SCP."""
+"""The Application Entity: the user's entry point for associations as SCU and SCP.
+
+An SCP is an AE with handlers, serving one task per association::
+
+    import anyio
+    from aionetdicom import AE
+    from aionetdicom.sop_classes import STORAGE_SOP_CLASSES
+
+    scp = AE("STORE_SCP")
+    scp.add_storage_contexts(STORAGE_SOP_CLASSES)
+
+    @scp.on_store                                   # every storage SOP class...
+    async def on_store(request) -> int:
+        await request.save_to("/data/incoming")
+        return 0x0000
+
+    @scp.on_store(sop_class="1.2.840.10008.5.1.4.1.1.2")   # ...but CT goes here
+    async def on_ct(request) -> int:
+        await request.save_to("/data/ct")
+        return 0x0000
+
+    @scp.on_association("accepted", "released", "aborted")
+    async def log_it(event) -> None:
+        print(event.kind, event.peer_ae_title, event.initiator, event.error)
+
+    async def main() -> None:
+        async with scp.serve(["0.0.0.0", "::"], 11112, shutdown_grace=5.0) as server:
+            await server.wait_closed()
+
+    anyio.run(main)
+
+Handlers are async callables registered per DIMSE service (``on_echo``, ``on_store``,
+``on_find``, ``on_get``, ``on_move``, ``on_n_event_report``, ``on_n_get``,
+``on_n_set``, ``on_n_action``, ``on_n_create``, ``on_n_delete``), optionally per SOP
+class, in :attr:`AE.handlers` (a :class:`~aionetdicom.handlers.HandlerRegistry`). A
+handler that raises, returns an invalid status or overruns
+:attr:`AE.handler_timeout` gets its service's standard failure status sent for it
+(see :mod:`aionetdicom.association`); the association and the server carry on.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import TypeVar, Union, cast
+from typing import Literal, TypeVar, Union, cast, overload
 
 import anyio
 from anyio.abc import SocketListener
@@ -18,14 +57,27 @@ from aionetdicom.acse.acceptor import (
     negotiate_window,
     validate_contexts,
 )
-from aionetdicom.acse.contexts import VERIFICATION, NegotiatedContext, PresentationContext
+from aionetdicom.acse.contexts import (
+    DEFAULT_TRANSFER_SYNTAXES,
+    VERIFICATION,
+    NegotiatedContext,
+    PresentationContext,
+)
 from aionetdicom.acse.requestor import (
     interpret_acceptance,
     negotiated_maximum_length,
     propose,
 )
 from aionetdicom.acse.user_identity import UserIdentity
-from aionetdicom.association import Association, RequestHandler, Timeouts
+from aionetdicom.association import (
+    ASSOCIATION_EVENTS,
+    Association,
+    AssociationEventKind,
+    AssociationHandler,
+    RequestHandler,
+    Timeouts,
+    _Notifier,
+)
 from aionetdicom.dimse.command_set import CommandField, make_command
 from aionetdicom.dimse.fragments import AssembledMessage
 from aionetdicom.errors import (
@@ -33,8 +85,10 @@ from aionetdicom.errors import (
     AssociationAborted,
     AssociationRejected,
     ConnectionClosed,
+    DicomNetworkError,
     ProtocolError,
 )
+from aionetdicom.handlers import HandlerRegistry, Service
 from aionetdicom.pdu.constants import (
     AbortSource,
     PresentationRejectReason,
@@ -52,8 +106,10 @@ from aionetdicom.pdu.items import (
 )
 from aionetdicom.pdu.pdus import AAssociateAC, AAssociateRJ, AAssociateRQ
 from aionetdicom.pdu.reader import DEFAULT_MAX_ASSOCIATE_LENGTH, DEFAULT_MAX_UNLIMITED_PDATA_LENGTH
-from aionetdicom.server import Server
+from aionetdicom.server import DEFAULT_SHUTDOWN_GRACE, Server
+from aionetdicom.services.storage_scp import serve_store
 from aionetdicom.services.verification import EchoRequest, serve_echo
+from aionetdicom.sop_classes import STORAGE_SOP_CLASSES
 from aionetdicom.transport import connect
 from aionetdicom.ul import events as ul
 from aionetdicom.ul.connection import Role, ULConnection
@@ -78,6 +134,163 @@ UserIdentityHandler = Callable[[UserIdentity, AAssociateRQ], Awaitable[IdentityD
 
 _F = TypeVar("_F", bound=Callable[..., object])
 
+#: Connections that have not sent their A-ASSOCIATE-RQ yet, at most, by default.
+DEFAULT_MAXIMUM_PENDING_CONNECTIONS = 256
+
+#: Where ``serve`` listens: a host, several hosts (same port), or (host, port) pairs.
+ListenAddresses = Union[str, Sequence[str], Sequence[tuple[str, int]]]
+
+
+class _LazyService:
+    """A default request service that lives in a module imported on first use.
+
+    While that module does not exist (or lacks the function) requests get 0x0211
+    Unrecognized Operation and a warning in the log, as for any unsupported request.
+    """
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module = module
+        self.name = name
+        self._target: RequestHandler | None = None
+
+    def __repr__(self) -> str:
+        return f"<service {self.module}.{self.name}>"
+
+    def _resolve(self) -> RequestHandler | None:
+        if self._target is None:
+            try:
+                module = importlib.import_module(self.module)
+            except ModuleNotFoundError as exc:
+                if exc.name != self.module:
+                    raise
+                return None
+            target = getattr(module, self.name, None)
+            if target is None:
+                return None
+            self._target = cast(RequestHandler, target)
+        return self._target
+
+    async def __call__(self, assoc: Association, message: AssembledMessage) -> None:
+        target = self._resolve()
+        if target is None:
+            field = message.command.get("CommandField")
+            assoc.log.warning(
+                "association #%d: %s is not available (%s.%s missing); answering 0x0211",
+                assoc.id,
+                _request_name(field),
+                self.module,
+                self.name,
+            )
+            await _answer_unrecognized(assoc, message)
+            return
+        await target(assoc, message)
+
+
+def _request_name(field: object) -> str:
+    if not isinstance(field, int):
+        return repr(field)
+    try:
+        return CommandField(field).name
+    except ValueError:
+        return f"command 0x{field:04X}"
+
+
+async def _answer_unrecognized(assoc: Association, message: AssembledMessage) -> None:
+    """Answer a request with 0x0211 Unrecognized Operation (PS3.7 C.5.13)."""
+    field = message.command.get("CommandField")
+    if isinstance(field, int) and (field | 0x8000) in CommandField.__members__.values():
+        response = make_command(
+            field | 0x8000,
+            MessageIDBeingRespondedTo=message.command.get("MessageID", 0),
+            Status=0x0211,
+        )
+        await assoc.send_message(message.context_id, response)
+
+
+def _default_services() -> dict[int, RequestHandler]:
+    """The request services every AE starts with (``AE.handle_dimse`` replaces them)."""
+    qr = "aionetdicom.services.qr_scp"
+    normalized = _LazyService("aionetdicom.services.normalized_scp", "serve_normalized")
+    return {
+        CommandField.C_ECHO_RQ: serve_echo,
+        CommandField.C_STORE_RQ: serve_store,
+        CommandField.C_FIND_RQ: _LazyService(qr, "serve_find"),
+        CommandField.C_GET_RQ: _LazyService(qr, "serve_get"),
+        CommandField.C_MOVE_RQ: _LazyService(qr, "serve_move"),
+        CommandField.N_EVENT_REPORT_RQ: normalized,
+        CommandField.N_GET_RQ: normalized,
+        CommandField.N_SET_RQ: normalized,
+        CommandField.N_ACTION_RQ: normalized,
+        CommandField.N_CREATE_RQ: normalized,
+        CommandField.N_DELETE_RQ: normalized,
+    }
+
+
+class _Registrar:
+    """``ae.on_<service>`` bound to an AE: a decorator, bare or with ``sop_class=``."""
+
+    __slots__ = ("_registry", "_service")
+
+    def __init__(self, registry: HandlerRegistry, service: Service) -> None:
+        self._registry = registry
+        self._service = service
+
+    def __repr__(self) -> str:
+        return f"<on_{self._service.name.lower()} decorator>"
+
+    @overload
+    def __call__(self, handler: _F, /) -> _F: ...
+
+    @overload
+    def __call__(
+        self, handler: None = None, /, *, sop_class: str | Iterable[str] | None = None
+    ) -> Callable[[_F], _F]: ...
+
+    def __call__(
+        self, handler: _F | None = None, /, *, sop_class: str | Iterable[str] | None = None
+    ) -> _F | Callable[[_F], _F]:
+        if handler is not None:
+            self._registry.register(self._service, handler)
+            return handler
+        uids: list[str | None]
+        if sop_class is None:
+            uids = [None]
+        elif isinstance(sop_class, str):
+            uids = [sop_class]
+        else:
+            uids = list(sop_class)
+
+        def decorate(function: _F) -> _F:
+            for uid in uids:
+                self._registry.register(self._service, function, sop_class=uid)
+            return function
+
+        return decorate
+
+
+class _ServiceDecorator:
+    """Class attribute that gives each AE its ``on_<service>`` decorator."""
+
+    def __init__(self, service: Service, what: str) -> None:
+        self.service = service
+        self.__doc__ = (
+            f"Decorator: register an async handler for {service.value} requests ({what}).\n\n"
+            f"``@ae.on_x`` handles every SOP class; ``@ae.on_x(sop_class=uid_or_uids)`` only "
+            f"those, and wins over the service-wide one. Same as "
+            f"``ae.handlers.register(Service.{service.name}, fn, sop_class=...)``."
+        )
+
+    @overload
+    def __get__(self, ae: None, owner: type[AE]) -> _ServiceDecorator: ...
+
+    @overload
+    def __get__(self, ae: AE, owner: type[AE]) -> _Registrar: ...
+
+    def __get__(self, ae: AE | None, owner: type[AE]) -> _ServiceDecorator | _Registrar:
+        if ae is None:
+            return self
+        return _Registrar(ae.handlers, self.service)
+
 
 def validate_ae_title(title: str, what: str = "AE title") -> str:
     """Return ``title`` without surrounding spaces, or raise ValueError if it is invalid."""
@@ -98,7 +311,31 @@ class AE:
 
     Settings given here are the defaults of every association the AE makes or
     accepts; ``associate`` and ``serve`` take per-call overrides where it matters.
+
+    SCP settings: ``maximum_associations`` accepted at once (negotiating ones
+    included; more are rejected "transient, local limit exceeded");
+    ``maximum_pending_connections``, connections that have not sent their
+    A-ASSOCIATE-RQ yet (more are closed at once); ``handler_timeout``, seconds a
+    handler may take before its service answers with a failure status
+    (``"dimse"``, the default: the DIMSE timeout; None: no limit);
+    ``supported_contexts`` (see also :meth:`add_storage_contexts`);
+    ``accept_any_abstract_syntax`` accepts every proposed abstract syntax with the
+    default transfer syntaxes, the way to accept any storage SOP class (private
+    ones too): the C-STORE service then answers 0x0122 for a SOP class without a
+    handler.
     """
+
+    on_echo = _ServiceDecorator(Service.C_ECHO, "status; default Success without one")
+    on_store = _ServiceDecorator(Service.C_STORE, "StoreRequest -> status")
+    on_find = _ServiceDecorator(Service.C_FIND, "see services.qr_scp")
+    on_get = _ServiceDecorator(Service.C_GET, "see services.qr_scp")
+    on_move = _ServiceDecorator(Service.C_MOVE, "see services.qr_scp")
+    on_n_event_report = _ServiceDecorator(Service.N_EVENT_REPORT, "see services.normalized_scp")
+    on_n_get = _ServiceDecorator(Service.N_GET, "see services.normalized_scp")
+    on_n_set = _ServiceDecorator(Service.N_SET, "see services.normalized_scp")
+    on_n_action = _ServiceDecorator(Service.N_ACTION, "see services.normalized_scp")
+    on_n_create = _ServiceDecorator(Service.N_CREATE, "see services.normalized_scp")
+    on_n_delete = _ServiceDecorator(Service.N_DELETE, "see services.normalized_scp")
 
     def __init__(
         self,
@@ -110,6 +347,8 @@ class AE:
         network_timeout: float | None = 60.0,
         connect_timeout: float | None = 30.0,
         maximum_associations: int = 1000,
+        maximum_pending_connections: int = DEFAULT_MAXIMUM_PENDING_CONNECTIONS,
+        handler_timeout: float | Literal["dimse"] | None = "dimse",
         require_called_ae_title: bool = False,
         allowed_calling_ae_titles: Collection[str] | None = None,
         supported_contexts: Sequence[PresentationContext] = VERIFICATION,
@@ -127,12 +366,16 @@ class AE:
             raise ValueError("maximum_pdu_length must leave room for a PDV (at least 7)")
         if maximum_associations < 1:
             raise ValueError("maximum_associations must be at least 1")
+        if maximum_pending_connections < 1:
+            raise ValueError("maximum_pending_connections must be at least 1")
         self.maximum_pdu_length = maximum_pdu_length
         self.acse_timeout = acse_timeout
         self.dimse_timeout = dimse_timeout
         self.network_timeout = network_timeout
         self.connect_timeout = connect_timeout
         self.maximum_associations = maximum_associations
+        self.maximum_pending_connections = maximum_pending_connections
+        self.handler_timeout = handler_timeout
         self.require_called_ae_title = require_called_ae_title
         self.allowed_calling_ae_titles = (
             None
@@ -146,14 +389,46 @@ class AE:
         self.maximum_associate_length = maximum_associate_length
         self.implementation_class_uid = implementation_class_uid
         self.implementation_version_name = implementation_version_name
-        self.echo_handler: EchoHandler | None = None
+        #: The application's handlers, per DIMSE service and optionally per SOP class.
+        self.handlers = HandlerRegistry()
         self.user_identity_handler: UserIdentityHandler | None = None
-        self._services: dict[int, RequestHandler] = {CommandField.C_ECHO_RQ: serve_echo}
+        self._association_handlers: dict[str, list[AssociationHandler]] = {}
+        self._services: dict[int, RequestHandler] = _default_services()
 
     def __repr__(self) -> str:
         return f"<AE {self.ae_title!r}>"
 
     # ------------------------------------------------------------------ configuration
+
+    @property
+    def handler_timeout(self) -> float | None:
+        """Seconds an SCP handler may run before its service answers with a failure.
+
+        Set it to a number, None (no limit) or ``"dimse"`` (follow ``dimse_timeout``,
+        the default). Keep it below the peers' DIMSE timeout, so that they get the
+        failure status rather than abort.
+        """
+        if self._handler_timeout == "dimse":
+            return self.dimse_timeout
+        return self._handler_timeout
+
+    @handler_timeout.setter
+    def handler_timeout(self, value: float | Literal["dimse"] | None) -> None:
+        if value != "dimse" and value is not None and (isinstance(value, str) or value < 0):
+            raise ValueError(f"handler_timeout must be >= 0, None or 'dimse', not {value!r}")
+        self._handler_timeout: float | Literal["dimse"] | None = value
+
+    @property
+    def echo_handler(self) -> EchoHandler | None:
+        """The C-ECHO handler (kept for compatibility; see :attr:`handlers`)."""
+        return cast("EchoHandler | None", self.handlers.lookup(Service.C_ECHO))
+
+    @echo_handler.setter
+    def echo_handler(self, handler: EchoHandler | None) -> None:
+        if handler is None:
+            self.handlers.unregister(Service.C_ECHO)
+        else:
+            self.handlers.register(Service.C_ECHO, handler)
 
     def timeouts(self) -> Timeouts:
         """The AE's current timeouts as one value."""
@@ -179,6 +454,32 @@ class AE:
         self.supported_contexts.append(context)
         return context
 
+    def add_storage_contexts(
+        self,
+        sop_classes: Iterable[str] = STORAGE_SOP_CLASSES,
+        transfer_syntaxes: Sequence[str] = DEFAULT_TRANSFER_SYNTAXES,
+        *,
+        scu_role: bool | None = None,
+        scp_role: bool | None = None,
+    ) -> list[PresentationContext]:
+        """Support the storage SOP classes as SCP (every one by default).
+
+        An SCP has no limit on how many abstract syntaxes it supports (the 128 limit
+        is on the contexts one association proposes). ``transfer_syntaxes`` are in our
+        order of preference. Support given before for the same SOP classes is replaced.
+        """
+        uids = [sop_classes] if isinstance(sop_classes, str) else list(sop_classes)
+        added = [
+            PresentationContext(uid, tuple(transfer_syntaxes), scu_role=scu_role, scp_role=scp_role)
+            for uid in dict.fromkeys(uids)
+        ]
+        replaced = {context.abstract_syntax for context in added}
+        self.supported_contexts = [
+            c for c in self.supported_contexts if c.abstract_syntax not in replaced
+        ]
+        self.supported_contexts.extend(added)
+        return added
+
     def handle_dimse(self, command_field: int, handler: RequestHandler) -> None:
         """Low-level: run ``handler(assoc, message)`` for each received request of a kind.
 
@@ -189,10 +490,53 @@ class AE:
             raise ValueError(f"command field 0x{command_field:04X} is not a request")
         self._services[command_field] = handler
 
-    def on_echo(self, handler: _F) -> _F:
-        """Decorator: ``handler(request) -> status`` answers each C-ECHO (default Success)."""
-        self.echo_handler = handler  # type: ignore[assignment]
-        return handler
+    @overload
+    def on_association(self, handler: _F, /) -> _F: ...
+
+    @overload
+    def on_association(self, *kinds: AssociationEventKind) -> Callable[[_F], _F]: ...
+
+    def on_association(self, *kinds: object) -> object:
+        """Decorator: ``await handler(event: AssociationEvent)`` on association events.
+
+        ``@ae.on_association("accepted", "released")`` for those kinds,
+        ``@ae.on_association`` (bare) or ``@ae.on_association()`` for all of
+        ``requested``, ``accepted``, ``rejected``, ``released`` and ``aborted`` (see
+        :class:`~aionetdicom.association.AssociationEvent`). Works for associations the
+        AE accepts and those it requests. Each association's events are delivered in
+        order by a task of their own, never blocking the protocol; a handler that
+        raises or overruns :attr:`handler_timeout` is logged and skipped.
+        """
+        if len(kinds) == 1 and callable(kinds[0]):
+            return self.on_association()(kinds[0])
+        chosen: tuple[str, ...] = tuple(kinds) if kinds else ASSOCIATION_EVENTS  # type: ignore[arg-type]
+        unknown = [k for k in chosen if k not in ASSOCIATION_EVENTS]
+        if unknown:
+            raise ValueError(
+                f"unknown association event(s) {unknown!r}; choose from {ASSOCIATION_EVENTS}"
+            )
+
+        def decorate(handler: _F) -> _F:
+            for kind in chosen:
+                self._association_handlers.setdefault(kind, []).append(handler)  # type: ignore[arg-type]
+            return handler
+
+        return decorate
+
+    def remove_association_handler(self, handler: AssociationHandler) -> None:
+        """Stop calling ``handler`` for association events (no error if it was not there)."""
+        for handlers in self._association_handlers.values():
+            while handler in handlers:
+                handlers.remove(handler)
+
+    def _make_notifier(self, assoc: Association) -> _Notifier | None:
+        """The notifier for a new association, or None without notification handlers."""
+        handlers = {k: tuple(v) for k, v in self._association_handlers.items() if v}
+        if not handlers:
+            return None
+        notifier = _Notifier(handlers, self.handler_timeout, assoc.log)
+        assoc._notifier = notifier
+        return notifier
 
     def on_user_identity(self, handler: _F) -> _F:
         """Decorator: ``handler(identity, request) -> bool | (bool, response)`` decides logins."""
@@ -230,6 +574,8 @@ class AE:
 
         Raises :class:`AssociationRejected` (with result, source and reason),
         :class:`AssociationAborted`, :class:`ConnectTimeout` or :class:`ACSETimeout`.
+        With notification handlers (:meth:`on_association`), leaving the block also
+        waits until they have been called for this association.
         """
         timeouts = timeouts or self.timeouts()
         called = validate_ae_title(called_ae_title, "called AE title")
@@ -258,11 +604,42 @@ class AE:
         assoc = Association(self, stream, connection, timeouts=timeouts, send_cap=DEFAULT_SEND_CAP)
         assoc.request = request
         assoc.request_handler = self._dispatch
+        notifier = self._make_notifier(assoc)
+        if notifier is None:
+            async with self._requested(assoc, connection, request, host, port) as ready:
+                yield ready
+            return
+        # Notifications run in a task of their own; leaving the block waits until
+        # they have been delivered (each bounded by the handler timeout).
+        error: BaseException | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(notifier.run)
+            try:
+                async with self._requested(assoc, connection, request, host, port) as ready:
+                    yield ready
+            except BaseException as exc:
+                error = exc
+            finally:
+                notifier.close()
+        if error is not None:
+            raise error
+
+    @asynccontextmanager
+    async def _requested(
+        self,
+        assoc: Association,
+        connection: ULConnection,
+        request: AAssociateRQ,
+        host: str,
+        port: int,
+    ) -> AsyncIterator[Association]:
+        """Negotiate, run the reader while the block runs, then release (or abort)."""
         try:
             await self._negotiate_as_requestor(assoc, connection, request, host, port)
-        except BaseException:
+        except BaseException as exc:
+            cause = exc if isinstance(exc, DicomNetworkError) else None
             with anyio.CancelScope(shield=True):
-                await assoc._abort_with(ConnectionClosed("association request failed"))
+                await assoc._abort_with(cause or ConnectionClosed("association request failed"))
             raise
         error: BaseException | None = None
         async with anyio.create_task_group() as tg:
@@ -295,6 +672,7 @@ class AE:
         connection.request_association(request)
         connection.transport_connected()
         await assoc._flush()
+        assoc._notify("requested")
         timeout = assoc.timeouts.acse
         response: AAssociateAC | None = None
         try:
@@ -307,11 +685,14 @@ class AE:
                             rj = event.response
                             raise AssociationRejected(rj.result, rj.source, rj.reason)
                         elif isinstance(event, ul.Aborted):
+                            assoc._note_abort(event)
                             raise AssociationAborted(event.source, event.reason, event.detail)
                     if response is None and connection.state is State.STA1:
-                        raise ConnectionClosed(
+                        closed = ConnectionClosed(
                             f"{host}:{port} closed the connection during association negotiation"
                         )
+                        assoc._note_end("aborted", "peer", closed)
+                        raise closed
         except TimeoutError:
             raise ACSETimeout(
                 f"no A-ASSOCIATE-AC/RJ from {host}:{port} within {timeout} s (ACSE timeout)"
@@ -332,6 +713,7 @@ class AE:
                 requestor=True,
             ).may_invoke
         )
+        assoc._notify("accepted")
         assoc.log.info(
             "association #%d accepted by %s at %s:%d (%d of %d contexts)",
             assoc.id,
@@ -347,25 +729,44 @@ class AE:
     @asynccontextmanager
     async def serve(
         self,
-        host: str | Sequence[str] = "0.0.0.0",
+        host: ListenAddresses = "0.0.0.0",
         port: int = 11112,
+        *,
+        shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
     ) -> AsyncIterator[Server]:
-        """Listen on ``host``:``port`` (port 0 picks a free one) while the block runs.
+        """Listen while the block runs; ``server.addresses`` says where.
 
-        Leaving the block stops accepting, lets running associations finish for a
-        grace period, then aborts the rest.
+        ``host`` is one address (IPv4 or IPv6: ``"::1"``, ``"::"``), a list of them
+        (each listens on ``port``), or a list of ``(host, port)`` pairs. Port 0 picks
+        a free port (per listener). One task serves each association.
+
+        Leaving the block (or :meth:`Server.aclose`) stops accepting, lets the
+        associations in flight finish for ``shutdown_grace`` seconds, then aborts the
+        rest.
         """
-        hosts = [host] if isinstance(host, str) else list(host)
+        addresses = _listen_addresses(host, port)
         listeners: list[SocketListener] = []
-        for address in hosts:
-            multi = await anyio.create_tcp_listener(local_host=address, local_port=port)
-            listeners.extend(cast(SocketListener, each) for each in multi.listeners)
-        async with Server.running(self, listeners) as server:
+        try:
+            for address, each_port in addresses:
+                multi = await anyio.create_tcp_listener(local_host=address, local_port=each_port)
+                listeners.extend(cast(SocketListener, each) for each in multi.listeners)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                for listener in listeners:
+                    await listener.aclose()
+            raise
+        async with Server.running(self, listeners, shutdown_grace=shutdown_grace) as server:
             yield server
 
-    async def serve_forever(self, host: str | Sequence[str] = "0.0.0.0", port: int = 11112) -> None:
-        """Serve until cancelled."""
-        async with self.serve(host, port) as server:
+    async def serve_forever(
+        self,
+        host: ListenAddresses = "0.0.0.0",
+        port: int = 11112,
+        *,
+        shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+    ) -> None:
+        """Serve until cancelled (then shut down gracefully, see :meth:`serve`)."""
+        async with self.serve(host, port, shutdown_grace=shutdown_grace) as server:
             await server.wait_closed()
 
     async def _dispatch(self, assoc: Association, message: AssembledMessage) -> None:
@@ -378,24 +779,36 @@ class AE:
         if field == CommandField.C_CANCEL_RQ:
             return
         assoc.log.warning("association #%d: unsupported DIMSE request %r", assoc.id, field)
-        if isinstance(field, int) and (field | 0x8000) in CommandField.__members__.values():
-            response = make_command(
-                field | 0x8000,
-                MessageIDBeingRespondedTo=message.command.get("MessageID", 0),
-                Status=0x0211,
-            )
-            await assoc.send_message(message.context_id, response)
+        await _answer_unrecognized(assoc, message)
 
-    async def _decide(
-        self, request: AAssociateRQ, server: Server
-    ) -> AAssociateRJ | tuple[AAssociateAC, tuple[NegotiatedContext, ...]]:
-        """Reject, or accept with the negotiated contexts (contexts already validated)."""
-        if server.active_associations >= self.maximum_associations:
+    def _no_room(self, server: Server) -> AAssociateRJ | None:
+        """The rejection while shutting down or at ``maximum_associations``, else None."""
+        if server.closing:
+            return AAssociateRJ(
+                RejectResult.TRANSIENT,
+                RejectSource.SERVICE_PROVIDER_PRESENTATION,
+                PresentationRejectReason.TEMPORARY_CONGESTION,
+            )
+        if server.admitted >= self.maximum_associations:
             return AAssociateRJ(
                 RejectResult.TRANSIENT,
                 RejectSource.SERVICE_PROVIDER_PRESENTATION,
                 PresentationRejectReason.LOCAL_LIMIT_EXCEEDED,
             )
+        return None
+
+    async def _decide(
+        self, request: AAssociateRQ, server: Server, assoc: Association
+    ) -> AAssociateRJ | tuple[AAssociateAC, tuple[NegotiatedContext, ...]]:
+        """Reject, or accept with the negotiated contexts (contexts already validated).
+
+        An accepted association takes its place among ``maximum_associations`` here,
+        with no await between the check and the reservation, so that requests being
+        negotiated at the same time can never together exceed the limit.
+        """
+        full = self._no_room(server)
+        if full is not None:
+            return full
         rejection = check_request(
             request,
             ae_title=self.ae_title,
@@ -437,6 +850,10 @@ class AE:
                 user_identity=identity_reply,
             ),
         )
+        full = self._no_room(server)  # again: the identity check may have awaited
+        if full is not None:
+            return full
+        server._admit(assoc)
         return response, negotiation.contexts
 
     async def _check_identity(
@@ -457,14 +874,24 @@ class AE:
             return bool(decision[0]), decision[1]
         return bool(decision), None
 
-    async def _serve_connection(self, assoc: Association, server: Server) -> None:
-        """Run one incoming connection from transport indication to close."""
+    async def _serve_connection(
+        self, assoc: Association, server: Server, identified: Callable[[], None]
+    ) -> None:
+        """Run one incoming connection from transport indication to close.
+
+        ``identified()`` is called once the connection is no longer pending: its
+        A-ASSOCIATE-RQ arrived, or it ended before one did.
+        """
         connection = assoc._conn
         connection.transport_connected()
-        request = await self._await_request(assoc, connection)
+        try:
+            request = await self._await_request(assoc, connection)
+        finally:
+            identified()
         if request is None:
             return
         assoc.request = request
+        assoc._notify("requested")
         try:
             validate_contexts(request)
         except ProtocolError as exc:
@@ -472,16 +899,16 @@ class AE:
             await assoc._flush()
             await self._drain(assoc, connection)
             return
-        decision = await self._decide(request, server)
+        decision = await self._decide(request, server, assoc)
         if isinstance(decision, AAssociateRJ):
             rejection = decision
+            error = AssociationRejected(rejection.result, rejection.source, rejection.reason)
             assoc.log.info(
-                "association request from %s rejected: %s",
-                request.calling_ae_title,
-                AssociationRejected(rejection.result, rejection.source, rejection.reason),
+                "association request from %s rejected: %s", request.calling_ae_title, error
             )
             connection.reject(rejection)
             await assoc._flush()
+            assoc._notify("rejected", "local", error)
             await self._drain(assoc, connection)
             return
         response, assoc.contexts = decision
@@ -499,6 +926,8 @@ class AE:
         assoc.request_handler = self._dispatch
         connection.accept(response)
         await assoc._flush()
+        if assoc.is_established:
+            assoc._notify("accepted")
         assoc.log.info(
             "association #%d accepted from %s (%s:%d)",
             assoc.id,
@@ -530,3 +959,20 @@ class AE:
         if connection.state is State.STA13:
             connection.artim_expired()
         await assoc._close_stream()
+
+
+def _listen_addresses(host: ListenAddresses, port: int) -> list[tuple[str, int]]:
+    """``serve``'s ``host`` and ``port`` as (host, port) pairs."""
+    if isinstance(host, str):
+        return [(host, port)]
+    result: list[tuple[str, int]] = []
+    for each in host:
+        if isinstance(each, str):
+            result.append((each, port))
+        elif isinstance(each, tuple) and len(each) == 2:
+            result.append((str(each[0]), int(each[1])))
+        else:
+            raise TypeError(f"listen address must be a host or (host, port), not {each!r}")
+    if not result:
+        raise ValueError("serve needs at least one address to listen on")
+    return result

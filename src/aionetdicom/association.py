@@ -4,6 +4,29 @@ One reader task per association feeds received bytes into :class:`ULConnection`,
 reassembles DIMSE messages, routes responses to the operation waiting for them (by
 Message ID Being Responded To) and hands requests to the local services. Writes go
 through one lock, so the PDUs of two messages never interleave.
+
+Requests received run as tasks of the association (:meth:`Association._run_handler`),
+guarded so that the application's code can neither kill the association nor leave the
+peer without an answer:
+
+* a service that raises gets the standard failure status of its DIMSE service
+  (:data:`~aionetdicom.services.status_rules.FAILURE_FOR`) sent for it, unless it had
+  already sent its final response; the traceback is logged with the association id;
+* a service of the AE (not a per-association override such as the C-STORE
+  sub-operations of a C-GET, which set their own pace) must send its next response
+  within :attr:`AE.handler_timeout <aionetdicom.ae.AE.handler_timeout>` seconds of the
+  request, of its previous Pending response, or of the last response the peer sent
+  us on this association (the C-STORE sub-operations a C-GET SCP makes). Otherwise it
+  is cancelled, the service's failure status is sent and a warning logged; when the
+  response cannot be sent (the cancellation cut a message in half) the association
+  is aborted instead. DICOM leaves DIMSE timers to the implementation (PS3.8 defines
+  only ARTIM, 9.1.5; PS3.2 lists "DIMSE level time-out values" among the configuration
+  parameters a conformance statement documents); answering before the peer's own
+  DIMSE timeout expires is the outcome most useful to it.
+
+Association notifications (see :class:`AssociationEvent`) are queued to one task per
+association that calls the AE's notification handlers in order, so a slow handler
+delays later notifications, never the protocol.
 """
 
 from __future__ import annotations
@@ -14,20 +37,27 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 from anyio.abc import ByteStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from aionetdicom.acse.contexts import NegotiatedContext
-from aionetdicom.dimse.command_set import Command, CommandField, encode_command, is_response
+from aionetdicom.dimse.command_set import (
+    Command,
+    CommandField,
+    encode_command,
+    is_response,
+    make_command,
+)
 from aionetdicom.dimse.fragments import AssembledMessage, MessageAssembler
 from aionetdicom.dimse.packing import pack_message
 from aionetdicom.dimse.status import Status
 from aionetdicom.errors import (
     AssociationAborted,
     AssociationError,
+    AssociationRejected,
     ConnectionClosed,
     DicomNetworkError,
     DIMSETimeout,
@@ -36,10 +66,12 @@ from aionetdicom.errors import (
     NetworkTimeout,
     ProtocolError,
 )
+from aionetdicom.handlers import Service
 from aionetdicom.pdu.constants import AbortReason, AbortSource
 from aionetdicom.pdu.pdus import AAssociateAC, AAssociateRQ
 from aionetdicom.services.normalized import NormalizedOperations
 from aionetdicom.services.query_retrieve import QueryRetrieveOperations
+from aionetdicom.services.status_rules import FAILURE_FOR
 from aionetdicom.services.storage import StorageOperations
 from aionetdicom.transport import RECEIVE_SIZE, peer_address
 from aionetdicom.ul import events as ul
@@ -53,6 +85,8 @@ logger = logging.getLogger("aionetdicom.association")
 
 _ids = itertools.count(1)
 _PENDING = frozenset({0xFF00, 0xFF01})
+#: Requests a C-CANCEL-RQ may refer to (PS3.7 9.3.2.3).
+_CANCELLABLE = frozenset({CommandField.C_FIND_RQ, CommandField.C_GET_RQ, CommandField.C_MOVE_RQ})
 
 #: PDUs of one message are written together up to about this many bytes: fewer
 #: system calls, while memory stays bounded for large datasets.
@@ -60,6 +94,176 @@ WRITE_COALESCE_BYTES = 4 * 1024 * 1024
 
 #: A service for requests received on an association: (association, message) -> None.
 RequestHandler = Callable[["Association", AssembledMessage], Awaitable[None]]
+
+#: The association notifications, in the order they can happen.
+AssociationEventKind = Literal["requested", "accepted", "rejected", "released", "aborted"]
+ASSOCIATION_EVENTS: tuple[AssociationEventKind, ...] = (
+    "requested",
+    "accepted",
+    "rejected",
+    "released",
+    "aborted",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AssociationEvent:
+    """A notification about an association, as handed to ``@ae.on_association`` handlers.
+
+    ``kind`` is one of :data:`ASSOCIATION_EVENTS`. Every association that reached
+    "requested" (A-ASSOCIATE-RQ received, or sent by us) ends with exactly one of
+    "rejected", "released" or "aborted", with "accepted" in between when it was
+    accepted. ``initiator`` says who rejected, released or aborted it: "local" (this
+    AE, including its upper layer on a protocol error or timer expiry) or "peer"
+    (including a connection the peer closed or lost); None for "requested" and
+    "accepted". ``error`` is what ended it: :class:`AssociationRejected` (result,
+    source, reason), :class:`AssociationAborted` (source, reason),
+    :class:`~aionetdicom.errors.ConnectionClosed` or one of the timeouts; None when it
+    was released.
+    """
+
+    kind: AssociationEventKind
+    assoc: Association
+    initiator: Literal["local", "peer"] | None = None
+    error: DicomNetworkError | None = None
+
+    def __repr__(self) -> str:
+        who = "" if self.initiator is None else f" by {self.initiator}"
+        why = "" if self.error is None else f": {self.error}"
+        return f"<AssociationEvent {self.kind} #{self.assoc.id}{who}{why}>"
+
+    @property
+    def request(self) -> AAssociateRQ | None:
+        """The A-ASSOCIATE-RQ (None only when our own request never got out)."""
+        return self.assoc.request
+
+    @property
+    def peer_ae_title(self) -> str:
+        """The peer's AE title."""
+        return self.assoc.peer_ae_title
+
+    @property
+    def peer_address(self) -> tuple[str, int]:
+        """The peer's (host, port)."""
+        return self.assoc.peer_address
+
+
+#: A notification handler: ``await handler(event)``; what it returns is ignored.
+AssociationHandler = Callable[[AssociationEvent], Awaitable[object]]
+
+#: Seconds notifications still queued get when their delivery task is cancelled.
+NOTIFICATION_DRAIN = 1.0
+
+
+class _Notifier:
+    """Delivers one association's notifications, in order, from a task of their own."""
+
+    def __init__(
+        self,
+        handlers: dict[str, tuple[AssociationHandler, ...]],
+        timeout: float | None,
+        log: logging.LoggerAdapter[logging.Logger],
+    ) -> None:
+        self._handlers = handlers
+        self._timeout = timeout
+        self._log = log
+        self._send, self._receive = anyio.create_memory_object_stream[AssociationEvent](math.inf)
+
+    def emit(self, event: AssociationEvent) -> None:
+        if self._handlers.get(event.kind):
+            with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._send.send_nowait(event)
+
+    def close(self) -> None:
+        """No more events: :meth:`run` returns once the queued ones are delivered."""
+        self._send.close()
+
+    async def run(self) -> None:
+        """Deliver until :meth:`close`; cancelled, deliver what is still queued (and
+        what the ending association still emits) for :data:`NOTIFICATION_DRAIN` s."""
+        with self._receive:
+            try:
+                async for event in self._receive:
+                    await self._deliver(event)
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True), anyio.move_on_after(NOTIFICATION_DRAIN):
+                    async for event in self._receive:
+                        await self._deliver(event)
+                raise
+
+    async def _deliver(self, event: AssociationEvent) -> None:
+        for handler in self._handlers.get(event.kind, ()):
+            await self._call(handler, event)
+
+    async def _call(self, handler: AssociationHandler, event: AssociationEvent) -> None:
+        limit = math.inf if self._timeout is None else self._timeout
+        try:
+            with anyio.fail_after(limit):
+                await handler(event)
+        except TimeoutError:
+            self._log.warning(
+                "association #%d: %r notification handler %r still running after %s s; "
+                "cancelled it",
+                event.assoc.id,
+                event.kind,
+                handler,
+                self._timeout,
+            )
+        except Exception:
+            self._log.exception(
+                "association #%d: %r notification handler %r raised",
+                event.assoc.id,
+                event.kind,
+                handler,
+            )
+
+
+class _Answering:
+    """What the guard of one received request knows about the responses sent for it."""
+
+    __slots__ = ("final_sent", "limit", "scope")
+
+    def __init__(self, limit: float | None) -> None:
+        self.limit = limit
+        self.final_sent = False
+        self.scope: anyio.CancelScope | None = None
+
+    def progressed(self) -> None:
+        """A Pending response went out, or the peer answered us: restart the clock."""
+        if self.scope is not None and self.limit is not None and not self.final_sent:
+            self.scope.deadline = anyio.current_time() + self.limit
+
+    def finished(self) -> None:
+        """The final response is being sent: no more deadline."""
+        self.final_sent = True
+        if self.scope is not None:
+            self.scope.deadline = math.inf
+
+
+def failure_response(command: Command, status: int, comment: str = "") -> Command:
+    """The response to request ``command`` with ``status`` (and Error Comment)."""
+    field = command.get("CommandField")
+    assert isinstance(field, int)
+    response = make_command(field | 0x8000, Status=status)
+    _copy(response, "MessageIDBeingRespondedTo", command.get("MessageID", 0))
+    sop_class = command.get("AffectedSOPClassUID", command.get("RequestedSOPClassUID"))
+    instance = command.get("AffectedSOPInstanceUID", command.get("RequestedSOPInstanceUID"))
+    _copy(response, "AffectedSOPClassUID", sop_class)
+    if field == CommandField.C_STORE_RQ or (
+        CommandField.N_EVENT_REPORT_RQ <= field <= CommandField.N_DELETE_RQ
+    ):
+        _copy(response, "AffectedSOPInstanceUID", instance)
+    if comment:
+        _copy(response, "ErrorComment", comment[:64])
+    return response
+
+
+def _copy(command: Command, keyword: str, value: object) -> None:
+    # A value the peer sent (too long, say) must never stop us from answering.
+    if value is None:
+        return
+    with suppress(TypeError, ValueError, KeyError):
+        command[keyword] = value  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +333,18 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         self.request_handlers: dict[int, RequestHandler] = {}
         #: The A-ABORT or protocol error that ended the association, if any.
         self.abort_reason: AssociationAborted | None = None
+        # Guards of the requests being served, by the request's Message ID.
+        self._answering: dict[int, _Answering] = {}
+        # Notifications: None when the AE has no notification handlers.
+        self._notifier: _Notifier | None = None
+        self._requested = False  # "requested" was notified: an end must follow
+        self._ended = False  # "rejected", "released" or "aborted" was notified
+        self._end: tuple[Literal["released", "aborted"], Literal["local", "peer"]] | None = None
+        self._end_error: DicomNetworkError | None = None
+        #: One event per C-FIND/C-GET/C-MOVE request received, by Message ID, set when
+        #: a C-CANCEL-RQ names it (created here, so a C-CANCEL right behind its request
+        #: is not lost; the serving function removes it when done).
+        self._cancel_requests: dict[int, anyio.Event] = {}
 
     # ------------------------------------------------------------------ information
 
@@ -207,6 +423,34 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
             f"the peer accepted no presentation context for {abstract_syntax} ({results})"
         )
 
+    # ------------------------------------------------------------------ notifications
+
+    def _notify(
+        self,
+        kind: AssociationEventKind,
+        initiator: Literal["local", "peer"] | None = None,
+        error: DicomNetworkError | None = None,
+    ) -> None:
+        if kind == "requested":
+            self._requested = True
+        elif kind in ("rejected", "released", "aborted"):
+            if self._ended or not self._requested:
+                return
+            self._ended = True
+        if self._notifier is not None:
+            self._notifier.emit(AssociationEvent(kind, self, initiator, error))
+
+    def _note_end(
+        self,
+        kind: Literal["released", "aborted"],
+        initiator: Literal["local", "peer"],
+        error: DicomNetworkError | None = None,
+    ) -> None:
+        """Remember how the association ends (the first cause wins); notified on close."""
+        if self._end is None:
+            self._end = (kind, initiator)
+            self._end_error = error
+
     # ------------------------------------------------------------------ reading
 
     def _check_usable(self) -> None:
@@ -231,6 +475,11 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         if scope.cancelled_caught:
             if conn.artim_running:
                 events = conn.artim_expired()
+            elif not conn.in_pdu and (self._owed_responses or self._waiters):
+                # Quiet, but not idle: we are still working on the peer's request (a
+                # long C-MOVE), or waiting for its response, which the DIMSE and
+                # handler timeouts bound. The network timeout is for idle links.
+                return []
             else:
                 where = "in the middle of a PDU" if conn.in_pdu else "while idle"
                 self._fail(NetworkTimeout(f"no data from the peer for {timeout} s {where}"))
@@ -245,6 +494,13 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
                 # Record the abort before the flush below yields (closing the stream), so
                 # a concurrent operation sees AssociationAborted, not a bare state error.
                 self._note_abort(event)
+            elif isinstance(event, ul.ReleaseConfirmed):
+                self._note_end("released", "local")  # the flush may close the stream
+            elif isinstance(event, ul.AssociationRejected):
+                rj = event.response
+                self._notify(
+                    "rejected", "peer", AssociationRejected(rj.result, rj.source, rj.reason)
+                )
         await self._flush()
         return events
 
@@ -290,6 +546,11 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
     def _finish(self) -> None:
         if self._failure is None:
             self._failure = ConnectionClosed("the association has ended")
+        if self._end is None:
+            self._note_end("aborted", "peer", ConnectionClosed("the connection was closed"))
+        assert self._end is not None
+        kind, initiator = self._end
+        self._notify(kind, initiator, self._end_error)
         for waiter in self._waiters.values():
             waiter.close()
         self._waiters.clear()
@@ -338,13 +599,16 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
                     await self._on_message(message)
         elif isinstance(event, ul.ReleaseRequested):
             if event.collision:
+                self._note_end("released", "local")
                 if conn.state is State.STA9:
                     conn.release_response()
             else:
                 self._fail(AssociationError("the peer released the association"))
+                self._note_end("released", "peer")
                 conn.release_response()
             await self._flush()
         elif isinstance(event, ul.ReleaseConfirmed):
+            self._note_end("released", "local")
             if conn.state is State.STA12:
                 conn.release_response()
             await self._flush()
@@ -357,6 +621,7 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         if self.abort_reason is None:
             self.abort_reason = AssociationAborted(event.source, event.reason, event.detail)
         self._fail(self.abort_reason)
+        self._note_end("aborted", "local" if event.local else "peer", self.abort_reason)
 
     def _protocol_abort(self, error: ProtocolError) -> None:
         self.log.warning("aborting association #%d: %s", self.id, error)
@@ -365,6 +630,7 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         )
         self.abort_reason = aborted
         self._fail(aborted)
+        self._note_end("aborted", "local", aborted)
         self._conn.abort(AbortSource.SERVICE_PROVIDER, error.abort_reason)
 
     def _is_accepted_context(self, context_id: int) -> bool:
@@ -381,6 +647,8 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
             await self._flush()
             return
         if is_response(field):
+            for answering in self._answering.values():
+                answering.progressed()  # e.g. a C-GET SCP's sub-operation was answered
             responded_to = command.get("MessageIDBeingRespondedTo")
             if responded_to in self._abandoned:
                 if command.get("Status") not in _PENDING:
@@ -403,25 +671,103 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 self._waiters.pop(responded_to, None)  # type: ignore[arg-type]
             return
-        handler = self.request_handlers.get(field, self.request_handler)
+        if field == CommandField.C_CANCEL_RQ:
+            cancelled = command.get("MessageIDBeingRespondedTo")
+            if isinstance(cancelled, int) and cancelled in self._cancel_requests:
+                self._cancel_requests[cancelled].set()
+        elif field in _CANCELLABLE and isinstance(message_id := command.get("MessageID"), int):
+            self._cancel_requests[message_id] = anyio.Event()
+        override = self.request_handlers.get(field)
+        handler = self.request_handler if override is None else override
         if handler is None or self._task_group is None:
             self.log.warning(
                 "association #%d: no service for %s; ignoring it", self.id, _field_name(field)
             )
             return
-        self._task_group.start_soon(self._run_handler, handler, message)
+        self._task_group.start_soon(self._run_handler, handler, message, override is None)
 
-    async def _run_handler(self, handler: RequestHandler, message: AssembledMessage) -> None:
+    async def _run_handler(
+        self, handler: RequestHandler, message: AssembledMessage, timed: bool = True
+    ) -> None:
+        """Serve one request; answer for the service when it fails or overruns.
+
+        See the module docstring for the policy.
+        """
+        command = message.command
+        field = command.get("CommandField")
+        service = Service.for_request(field) if isinstance(field, int) else None
+        message_id = command.get("MessageID")
+        limit = self.ae.handler_timeout if timed and service is not None else None
+        answering = _Answering(limit)
+        tracked = isinstance(message_id, int) and message_id not in self._answering
+        if tracked:
+            self._answering[message_id] = answering  # type: ignore[index]
         self._owed_responses += 1
+        what = _field_name(field) if isinstance(field, int) else "request"
+        comment = ""
         try:
-            await handler(self, message)
-        except DicomNetworkError as exc:
-            self.log.info("association #%d: request not completed: %s", self.id, exc)
-        except Exception:
-            self.log.exception("association #%d: service raised; aborting", self.id)
-            await self.abort()
+            with anyio.CancelScope() as scope:
+                answering.scope = scope
+                if limit is not None:
+                    scope.deadline = anyio.current_time() + limit
+                try:
+                    await handler(self, message)
+                except DicomNetworkError as exc:
+                    if not self.is_established:
+                        self.log.info("association #%d: %s not completed: %s", self.id, what, exc)
+                        return
+                    self.log.warning("association #%d: %s failed: %s", self.id, what, exc)
+                    comment = "Processing failed"
+                except Exception:
+                    self.log.exception(
+                        "association #%d: the service for %s (message ID %r) raised",
+                        self.id,
+                        what,
+                        message_id,
+                    )
+                    comment = "Handler failed"
+            if scope.cancelled_caught and not answering.final_sent:
+                self.log.warning(
+                    "association #%d: the handler for %s (message ID %r) still ran after "
+                    "%s s (handler timeout); cancelled it",
+                    self.id,
+                    what,
+                    message_id,
+                    limit,
+                )
+                comment = "Handler timed out"
+            if comment and service is not None and not answering.final_sent:
+                await self._send_failure(message, service, comment)
         finally:
             self._owed_responses -= 1
+            if tracked:
+                self._answering.pop(message_id, None)  # type: ignore[arg-type]
+
+    async def _send_failure(
+        self, message: AssembledMessage, service: Service, comment: str
+    ) -> None:
+        """Send the service's standard failure for ``message``, or abort if we cannot."""
+        if not self.is_established:
+            return
+        status = FAILURE_FOR[service]
+        self.log.info(
+            "association #%d: answering %s with 0x%04X (%s)",
+            self.id,
+            service.value,
+            status,
+            comment,
+        )
+        try:
+            await self.send_message(
+                message.context_id, failure_response(message.command, status, comment)
+            )
+        except DicomNetworkError as exc:
+            self.log.info("association #%d: failure response not sent: %s", self.id, exc)
+        except Exception:
+            self.log.exception("association #%d: could not build the failure response", self.id)
+            await self._abort_with(
+                AssociationAborted(None, None, "a failure response could not be sent")
+            )
 
     # ------------------------------------------------------------------ sending
 
@@ -471,6 +817,8 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         """Send one DIMSE message; a cancellation half-way aborts the association."""
         self._check_usable()
         encoded = encode_command(command)
+        if self._answering:
+            self._note_response(command)
         async with self._send_lock:
             started = False
             try:
@@ -496,6 +844,18 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
                 raise
         if self._failure is not None:
             raise self._failure
+
+    def _note_response(self, command: Command) -> None:
+        field = command.get("CommandField")
+        if not isinstance(field, int) or not is_response(field):
+            return
+        answering = self._answering.get(command.get("MessageIDBeingRespondedTo"))  # type: ignore[arg-type]
+        if answering is None:
+            return
+        if command.get("Status") in _PENDING:
+            answering.progressed()
+        else:
+            answering.finished()
 
     def set_operations_window(self, maximum_invoked: int) -> None:
         """Allow ``maximum_invoked`` outstanding requests (0: unlimited); others queue."""
@@ -646,6 +1006,7 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         with anyio.CancelScope(shield=True):
             self._fail(error)
             if not self._closed.is_set():
+                self._note_end("aborted", "local", error)
                 self._conn.abort()
                 async with self._send_lock:
                     await self._write_pending()

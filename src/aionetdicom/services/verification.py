@@ -1,4 +1,13 @@
-"""Verification service class (PS3.4 Annex A): C-ECHO as SCU and SCP."""
+"""Verification service class (PS3.4 Annex A): C-ECHO as SCU and SCP.
+
+As SCP (:func:`serve_echo`, the AE's default C-ECHO service) the answer is Success, or
+the status of the handler registered with ``@ae.on_echo`` (looked up in
+``assoc.ae.handlers``, per SOP class if one was given). A status the C-ECHO response
+cannot carry (:func:`~aionetdicom.services.status_rules.checked_status`), or a handler
+that raised, gives 0x0110 Processing failure
+(:data:`~aionetdicom.services.status_rules.FAILURE_FOR`), with a warning or the
+traceback in the log.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +18,14 @@ from aionetdicom.acse.contexts import VERIFICATION_SOP_CLASS
 from aionetdicom.dimse.command_set import Command, CommandField, make_command
 from aionetdicom.dimse.fragments import AssembledMessage
 from aionetdicom.dimse.status import Status
+from aionetdicom.handlers import Service
+from aionetdicom.services.status_rules import FAILURE_FOR, checked_status
 
 if TYPE_CHECKING:
     from aionetdicom.association import Association
 
 #: C-ECHO status when the local echo handler raised: processing failure (PS3.7 C.4.1).
-PROCESSING_FAILURE = 0x0110
+PROCESSING_FAILURE = FAILURE_FOR[Service.C_ECHO]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +64,24 @@ async def serve_echo(assoc: Association, message: AssembledMessage) -> None:
     """Answer a C-ECHO request with the status of the AE's echo handler (Success by default)."""
     command = message.command
     status = 0x0000
-    handler = assoc.ae.echo_handler
+    sop_class = command.get("AffectedSOPClassUID")
+    handler = assoc.ae.handlers.lookup(
+        Service.C_ECHO, sop_class if isinstance(sop_class, str) else None
+    )
     if handler is not None:
         try:
-            status = int(await handler(EchoRequest(assoc, message.context_id, command)))
+            result = await handler(EchoRequest(assoc, message.context_id, command))
         except Exception:
-            assoc.log.exception("association #%d: echo handler raised", assoc.id)
+            assoc.log.exception(
+                "association #%d: echo handler raised; answering 0x%04X",
+                assoc.id,
+                PROCESSING_FAILURE,
+            )
             status = PROCESSING_FAILURE
+        else:
+            status = checked_status(
+                Service.C_ECHO, result, where=f"association #{assoc.id}: echo handler"
+            )
     response = make_command(
         CommandField.C_ECHO_RSP,
         MessageIDBeingRespondedTo=command.get("MessageID", 0),

@@ -1,0 +1,139 @@
+"""The C-STORE SCP of an AE: each C-STORE-RQ goes to the store handler for its SOP class.
+
+:func:`serve_store` is the AE's default C-STORE service. It looks the handler up in
+``assoc.ae.handlers`` by the request's Affected SOP Class UID (a handler registered
+for that SOP class, else the one for every SOP class), hands it a
+:class:`~aionetdicom.services.storage.StoreRequest` and answers with the status it
+returns. The statuses the service chooses itself:
+
+* no handler for the SOP class: 0x0122 "Refused: SOP Class not supported". PS3.4
+  B.2.3 (Table B.2-1) defines only the Storage-specific codes (A7xx, A9xx, Cxxx,
+  B000/B006/B007) and leaves the general ones to PS3.7, whose C-STORE status
+  (9.1.1.1.9, Annex C) includes 0x0122 for exactly this; 0x0211 "Unrecognized
+  operation" would claim that C-STORE itself is unknown. A warning is logged;
+* the handler returned something that is not a valid C-STORE status
+  (:func:`~aionetdicom.services.status_rules.checked_status`), or raised: the
+  standard failure of the service, :data:`FAILURE_FOR[Service.C_STORE]
+  <aionetdicom.services.status_rules.FAILURE_FOR>` (0xC211, in the Cxxx "Error:
+  Cannot understand" range), with the traceback in the log;
+* the handler raised :class:`~aionetdicom.services.storage.InvalidSOPInstanceUID`
+  (``save_to`` with a UID that cannot name a file): 0x0117 "Invalid SOP Instance";
+  a full disk (``ENOSPC``, ``EDQUOT``) or ``MemoryError``: 0xA700 "Refused: Out of
+  Resources";
+* the request carries no data set: the standard failure, Error Comment "No data set".
+
+A handler that runs past ``AE.handler_timeout`` is cancelled by the association and
+answered with 0xC211 (see :mod:`aionetdicom.association`).
+"""
+
+from __future__ import annotations
+
+import errno
+from contextlib import suppress
+from typing import TYPE_CHECKING
+
+from aionetdicom.dimse.command_set import Command, CommandField, make_command
+from aionetdicom.dimse.status import Status
+from aionetdicom.handlers import Service
+from aionetdicom.services.status_rules import FAILURE_FOR, checked_status
+from aionetdicom.services.storage import (
+    INVALID_SOP_INSTANCE,
+    OUT_OF_RESOURCES,
+    InvalidSOPInstanceUID,
+    StoreRequest,
+)
+
+if TYPE_CHECKING:
+    from aionetdicom.association import Association
+    from aionetdicom.dimse.fragments import AssembledMessage
+
+__all__ = ["SOP_CLASS_NOT_SUPPORTED", "STORE_FAILURE", "serve_store"]
+
+#: "Refused: SOP Class not supported" (PS3.7 Annex C): no handler for the SOP class.
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+#: The standard C-STORE failure: the handler raised, overran or gave no valid status.
+STORE_FAILURE = FAILURE_FOR[Service.C_STORE]
+
+_OUT_OF_SPACE = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+
+
+def _failure_for(assoc: Association, exc: Exception, message_id: int) -> tuple[int, str]:
+    """The status and Error Comment for an exception a store handler raised."""
+    if isinstance(exc, InvalidSOPInstanceUID):
+        assoc.log.warning("association #%d: C-STORE refused: %s", assoc.id, exc)
+        return INVALID_SOP_INSTANCE, "Invalid SOP Instance UID"
+    if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno in _OUT_OF_SPACE):
+        assoc.log.error("association #%d: C-STORE out of resources: %s", assoc.id, exc)
+        return OUT_OF_RESOURCES, "Out of resources"
+    assoc.log.exception(
+        "association #%d: store handler raised (message ID %d); answering 0x%04X",
+        assoc.id,
+        message_id,
+        STORE_FAILURE,
+    )
+    return STORE_FAILURE, "Storage handler failed"
+
+
+def _text(command: Command, keyword: str) -> str:
+    value = command.get(keyword)
+    return value if isinstance(value, str) else ""
+
+
+def _set(command: Command, keyword: str, value: object) -> None:
+    # Echo the request's values back, but never let a value the peer sent (too long,
+    # say) stop us from answering.
+    if value is None:
+        return
+    with suppress(TypeError, ValueError):
+        command[keyword] = value  # type: ignore[assignment]
+
+
+async def serve_store(assoc: Association, message: AssembledMessage) -> None:
+    """Answer one C-STORE-RQ with the status of the AE's handler for its SOP class."""
+    command = message.command
+    message_id = command.get("MessageID")
+    message_id = message_id if isinstance(message_id, int) else 0
+    context = next((c for c in assoc.contexts if c.context_id == message.context_id), None)
+    sop_class = _text(command, "AffectedSOPClassUID")
+    if not sop_class and context is not None:
+        sop_class = context.abstract_syntax
+    elif context is not None and sop_class != context.abstract_syntax:
+        assoc.log.warning(
+            "association #%d: C-STORE-RQ for %s on the presentation context of %s",
+            assoc.id,
+            sop_class,
+            context.abstract_syntax,
+        )
+    handler = assoc.ae.handlers.lookup(Service.C_STORE, sop_class or None)
+    comment = ""
+    if handler is None:
+        assoc.log.warning(
+            "association #%d: no store handler for SOP class %s; answering 0x%04X "
+            "(SOP class not supported)",
+            assoc.id,
+            sop_class or "(none)",
+            SOP_CLASS_NOT_SUPPORTED,
+        )
+        status, comment = SOP_CLASS_NOT_SUPPORTED, "No handler for this SOP Class"
+    elif message.dataset is None or context is None:
+        assoc.log.warning("association #%d: C-STORE-RQ without a data set", assoc.id)
+        status, comment = STORE_FAILURE, "No data set"
+    else:
+        request = StoreRequest(assoc, context, command, message.dataset)
+        try:
+            result = await handler(request)
+        except Exception as exc:
+            status, comment = _failure_for(assoc, exc, message_id)
+        else:
+            status = checked_status(
+                Service.C_STORE, result, where=f"association #{assoc.id}: store handler"
+            )
+            if status == STORE_FAILURE and result != STORE_FAILURE:
+                comment = "Storage handler gave no valid status"
+    response = make_command(CommandField.C_STORE_RSP, Status=status)
+    _set(response, "MessageIDBeingRespondedTo", message_id)
+    _set(response, "AffectedSOPClassUID", command.get("AffectedSOPClassUID"))
+    _set(response, "AffectedSOPInstanceUID", command.get("AffectedSOPInstanceUID"))
+    if comment and Status(status).is_failure:
+        response["ErrorComment"] = comment
+    await assoc.send_message(message.context_id, response)
