@@ -6,7 +6,7 @@ Start with :class:`AE`: ``AE.associate(...)`` for an SCU, ``AE.serve(...)`` for 
 from aionetdicom import contexts
 from aionetdicom.acse.user_identity import UserIdentity
 from aionetdicom.ae import AE, validate_ae_title
-from aionetdicom.association import Association, Timeouts
+from aionetdicom.association import Association, AssociationEvent, Timeouts
 from aionetdicom.dimse.status import Status, StatusCategory
 from aionetdicom.errors import (
     ACSETimeout,
@@ -24,7 +24,12 @@ from aionetdicom.errors import (
     PDUDecodeError,
     ProtocolError,
 )
+from aionetdicom.handlers import HandlerRegistry, Service
 from aionetdicom.server import Server
+from aionetdicom.services.normalized import NRequest, NResponse
+from aionetdicom.services.qr_scp import FindRequest, GetRequest, MoveRequest
+from aionetdicom.services.query_retrieve import FindResponse, RetrieveResponse
+from aionetdicom.services.storage import StoreRequest
 from aionetdicom.services.verification import EchoRequest
 
 __version__ = "0.1.0.dev0"
@@ -35,6 +40,7 @@ __all__ = [
     "Association",
     "AssociationAborted",
     "AssociationError",
+    "AssociationEvent",
     "AssociationRejected",
     "ConnectTimeout",
     "ConnectionClosed",
@@ -42,14 +48,24 @@ __all__ = [
     "DicomNetworkError",
     "DicomTimeoutError",
     "EchoRequest",
+    "FindRequest",
+    "FindResponse",
+    "GetRequest",
+    "HandlerRegistry",
     "LocalProtocolError",
+    "MoveRequest",
+    "NRequest",
+    "NResponse",
     "NegotiationError",
     "NetworkTimeout",
     "PDUDecodeError",
     "ProtocolError",
+    "RetrieveResponse",
     "Server",
+    "Service",
     "Status",
     "StatusCategory",
+    "StoreRequest",
     "Timeouts",
     "UserIdentity",
     "__version__",

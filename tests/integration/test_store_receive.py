@@ -252,7 +252,7 @@ async def test_hostile_sop_instance_uid_is_refused(tmp_path: Path, uid: str) -> 
 async def test_handler_raising_gives_failure_and_server_keeps_serving(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A handler exception answers 0xC210 with the traceback logged; the next store works."""
+    """A handler exception answers 0xC211 with the traceback logged; the next store works."""
     calls = 0
 
     async def handler(request: StoreRequest) -> int:
@@ -267,7 +267,7 @@ async def test_handler_raising_gives_failure_and_server_keeps_serving(
             first = await assoc.store(make_ct(seed=9))
             second = await assoc.store(make_ct(seed=10))
             assert assoc.is_established
-    assert int(first) == storage.DEFAULT_STORE_STATUS == 0xC210
+    assert int(first) == storage.DEFAULT_STORE_STATUS == 0xC211
     assert first.is_failure
     assert second.is_success
     records = [r for r in caplog.records if r.exc_info]
@@ -275,7 +275,7 @@ async def test_handler_raising_gives_failure_and_server_keeps_serving(
 
 
 async def test_handler_returning_no_status(caplog: pytest.LogCaptureFixture) -> None:
-    """A handler returning None answers 0xC210 and logs a warning."""
+    """A handler returning None answers 0xC211 and logs a warning."""
 
     async def handler(request: StoreRequest) -> object:
         return None
@@ -283,7 +283,7 @@ async def test_handler_returning_no_status(caplog: pytest.LogCaptureFixture) -> 
     with caplog.at_level(logging.WARNING, logger="aionetdicom"):
         async with store_pair(handler) as assoc:
             status = await assoc.store(make_ct(seed=11))
-    assert int(status) == 0xC210
+    assert int(status) == 0xC211
     assert any("not a status" in r.getMessage() for r in caplog.records)
 
 

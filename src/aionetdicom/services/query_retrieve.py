@@ -72,7 +72,7 @@ MISSING_STATUS = 0x0110
 #: (it left the loop): 0xA700 Refused, out of resources (PS3.4 B.2.3).
 STORE_NOT_TAKEN = OUT_OF_RESOURCES
 #: C-STORE status for the instance the consumer was handling when its block raised:
-#: 0xC210, Error: cannot understand (the storage service's failure for a handler error).
+#: 0xC211, Error: cannot understand (the storage service's failure for a handler error).
 STORE_CONSUMER_FAILED = DEFAULT_STORE_STATUS
 
 _OPERATIONS: tuple[Operation, ...] = ("find", "move", "get")

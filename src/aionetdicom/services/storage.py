@@ -14,7 +14,7 @@ an async handler whose return value is the response status. ``save_to`` writes a
 10 file atomically. Statuses the service itself chooses (PS3.4 B.2.3, PS3.7 9.1.1.1.9):
 
 * the handler raised, or returned something that is not a status:
-  :data:`DEFAULT_STORE_STATUS` 0xC210, in the range Cxxx "Error: Cannot understand",
+  :data:`DEFAULT_STORE_STATUS` 0xC211, in the range Cxxx "Error: Cannot understand",
   the only general failure the Storage service defines (PS3.7 does not list 0x0110
   Processing failure among the C-STORE statuses);
 * the disk is full (``ENOSPC``/``EDQUOT``) or memory ran out: :data:`OUT_OF_RESOURCES`
@@ -85,8 +85,9 @@ __all__ = [
 ]
 
 #: Status sent when the store handler raised or returned something that is not a
-#: status: 0xC210, range Cxxx "Error: Cannot understand" (PS3.4 Table B.2-1).
-DEFAULT_STORE_STATUS = 0xC210
+#: status: 0xC211, range Cxxx "Error: Cannot understand" (PS3.4 Table B.2-1); the same
+#: value as FAILURE_FOR[C-STORE], so every storage path reports a failed handler alike.
+DEFAULT_STORE_STATUS = 0xC211
 #: "Refused: Out of Resources" (A7xx): no space left to store the instance.
 OUT_OF_RESOURCES = 0xA700
 #: "Invalid SOP Instance" (PS3.7 C.5): the SOP Instance UID breaks the UID rules.
