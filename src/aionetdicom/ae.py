@@ -42,7 +42,15 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Literal, TypeVar, Union, cast, overload
@@ -133,6 +141,7 @@ IdentityDecision = Union[bool, tuple[bool, Union[bytes, None]]]
 UserIdentityHandler = Callable[[UserIdentity, AAssociateRQ], Awaitable[IdentityDecision]]
 
 _F = TypeVar("_F", bound=Callable[..., object])
+MoveDestinationHandler = Callable[..., Awaitable[Union[tuple[str, int], None]]]
 
 #: Connections that have not sent their A-ASSOCIATE-RQ yet, at most, by default.
 DEFAULT_MAXIMUM_PENDING_CONNECTIONS = 256
@@ -358,6 +367,7 @@ class AE:
         maximum_associate_length: int = DEFAULT_MAX_ASSOCIATE_LENGTH,
         implementation_class_uid: str = IMPLEMENTATION_CLASS_UID,
         implementation_version_name: str | None = IMPLEMENTATION_VERSION_NAME,
+        known_aes: Mapping[str, tuple[str, int]] | None = None,
     ) -> None:
         self.ae_title = validate_ae_title(ae_title)
         if maximum_pdu_length < 0 or maximum_pdu_length > 0xFFFFFFFF:
@@ -392,6 +402,16 @@ class AE:
         #: The application's handlers, per DIMSE service and optionally per SOP class.
         self.handlers = HandlerRegistry()
         self.user_identity_handler: UserIdentityHandler | None = None
+        #: Peers this AE may open associations to on its own (C-MOVE destinations,
+        #: storage commitment reports): AE title -> (host, port). Never taken from a
+        #: request alone.
+        self.known_aes: dict[str, tuple[str, int]] = {
+            validate_ae_title(title): (str(host), int(port))
+            for title, (host, port) in (known_aes or {}).items()
+        }
+        #: Optional async hook ``(ae_title, request) -> (host, port) | None`` deciding
+        #: C-MOVE destinations instead of ``known_aes``.
+        self.move_destination_handler: MoveDestinationHandler | None = None
         self._association_handlers: dict[str, list[AssociationHandler]] = {}
         self._services: dict[int, RequestHandler] = _default_services()
 

@@ -626,7 +626,7 @@ async def test_storage_commitment_result_on_a_new_association_after_release() ->
         return [(CT_IMAGE_STORAGE, uid(20, 2))], [(CT_IMAGE_STORAGE, uid(20, 1), 0x0213)]
 
     async with scu.serve(HOST, 0) as scu_server:
-        scp.known_aes = {"COMMIT-SCU": (HOST, scu_server.port)}  # type: ignore[attr-defined]
+        scp.known_aes = {"COMMIT-SCU": (HOST, scu_server.port)}
         async with StorageCommitmentSCP(scp, scene.recording(commit), on_report=scene.on_report):
             async with connected(scp, STORAGE_COMMITMENT_PUSH, scu=scu) as (assoc, server):
                 response = await assoc.n_action(
