@@ -53,8 +53,8 @@ async def test_slow_find_outlives_the_network_timeout_on_both_sides() -> None:
 async def test_idle_association_is_still_aborted_at_the_network_timeout() -> None:
     """With nothing outstanding, silence longer than the network timeout ends it."""
     scp = AE("ANY-SCP", network_timeout=0.3)
-    async with scp.serve(HOST, 0) as server:
-        async with AE("SCU", network_timeout=30).associate(HOST, server.port) as assoc:
-            with anyio.fail_after(5):
-                await assoc.wait_closed()
-            assert not assoc.is_established
+    scu = AE("SCU", network_timeout=30)
+    async with scp.serve(HOST, 0) as server, scu.associate(HOST, server.port) as assoc:
+        with anyio.fail_after(5):
+            await assoc.wait_closed()
+        assert not assoc.is_established
