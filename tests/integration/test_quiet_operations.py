@@ -58,3 +58,31 @@ async def test_idle_association_is_still_aborted_at_the_network_timeout() -> Non
         with anyio.fail_after(5):
             await assoc.wait_closed()
         assert not assoc.is_established
+
+
+async def test_ups_query_is_a_c_find_on_the_ups_pull_model() -> None:
+    """UPS query (PS3.4 CC) reaches an on_find handler registered for UPS Pull."""
+    scp = AE("ANY-SCP")
+    scp.add_supported_context(sop_classes.UPS_PULL)
+    seen: list[str] = []
+
+    @scp.on_find(sop_class=sop_classes.UPS_PULL)
+    async def worklist(request: FindRequest) -> AsyncIterator[Dataset]:
+        seen.append(request.sop_class_uid)
+        item = Dataset()
+        item.SOPInstanceUID = "1.2.3.4"
+        item.ProcedureStepState = "SCHEDULED"
+        yield item
+
+    query = Dataset()
+    query.ProcedureStepState = "SCHEDULED"
+    query.SOPInstanceUID = ""
+    contexts = [PresentationContext(sop_classes.UPS_PULL)]
+    async with (
+        scp.serve(HOST, 0) as server,
+        AE("SCU").associate(HOST, server.port, contexts=contexts) as assoc,
+    ):
+        responses = [r async for r in assoc.find(query, model=sop_classes.UPS_PULL)]
+    assert seen == [sop_classes.UPS_PULL]
+    assert [int(r.status) for r in responses] == [0xFF00, 0x0000]
+    assert responses[0].identifier.ProcedureStepState == "SCHEDULED"
