@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import suppress
 from typing import Any, NamedTuple, Union
 
 from aionetdicom.errors import ProtocolError
@@ -30,10 +31,12 @@ __all__ = [
     "CommandField",
     "CommandValue",
     "Priority",
+    "command_priority",
     "decode_command",
     "encode_command",
     "is_response",
     "make_command",
+    "set_if_valid",
 ]
 
 CommandValue = Union[str, int, tuple[int, ...], bytes]
@@ -341,6 +344,26 @@ def make_command(
     cmd["CommandDataSetType"] = DATASET_PRESENT if has_dataset else NO_DATASET
     cmd.update(elements)
     return cmd
+
+
+def command_priority(command: Command) -> int:
+    """A request's Priority: a :class:`Priority` when valid, MEDIUM when missing or not int."""
+    value = command.get("Priority", Priority.MEDIUM)
+    if not isinstance(value, int):
+        return int(Priority.MEDIUM)
+    try:
+        return Priority(value)
+    except ValueError:
+        return value
+
+
+def set_if_valid(command: Command, keyword: str, value: object) -> None:
+    """Set ``keyword`` to ``value`` unless it is None or invalid (echoing a peer's values)."""
+    # Never let a value the peer sent (too long, say) stop us from answering.
+    if value is None:
+        return
+    with suppress(TypeError, ValueError):
+        command[keyword] = value  # type: ignore[assignment]
 
 
 # --------------------------------------------------------------------------- encoding

@@ -103,7 +103,7 @@ import inspect
 import io
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence, Sized
-from contextlib import AsyncExitStack, suppress
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -119,7 +119,14 @@ from aionetdicom.acse.contexts import (
     PresentationContext,
 )
 from aionetdicom.datasets import DatasetError, decode_dataset, encode_dataset, read_file_meta
-from aionetdicom.dimse.command_set import Command, CommandField, Priority, make_command
+from aionetdicom.dimse.command_set import (
+    Command,
+    CommandField,
+    Priority,
+    command_priority,
+    make_command,
+    set_if_valid,
+)
 from aionetdicom.dimse.fragments import AssembledMessage
 from aionetdicom.dimse.status import Status, StatusCategory
 from aionetdicom.errors import DicomNetworkError, NegotiationError
@@ -264,13 +271,7 @@ class QueryRetrieveRequest:
     @property
     def priority(self) -> int:
         """Priority of the request (a :class:`Priority` when it is a valid one)."""
-        value = self.command.get("Priority", Priority.MEDIUM)
-        if not isinstance(value, int):
-            return int(Priority.MEDIUM)
-        try:
-            return Priority(value)
-        except ValueError:
-            return value
+        return command_priority(self.command)
 
     @property
     def transfer_syntax(self) -> str:
@@ -501,14 +502,6 @@ class _Puller:
                 )
 
 
-def _set_if_valid(command: Command, keyword: str, value: object) -> None:
-    # Echo values from the request, but never let one the peer sent stop the answer.
-    if value is None:
-        return
-    with suppress(TypeError, ValueError):
-        command[keyword] = value  # type: ignore[assignment]
-
-
 async def _respond(
     request: QueryRetrieveRequest,
     status: int,
@@ -521,8 +514,8 @@ async def _respond(
     command = make_command(
         _RESPONSE_FIELDS[request.service], has_dataset=identifier is not None, Status=status
     )
-    _set_if_valid(command, "MessageIDBeingRespondedTo", request.message_id)
-    _set_if_valid(command, "AffectedSOPClassUID", request.sop_class_uid or None)
+    set_if_valid(command, "MessageIDBeingRespondedTo", request.message_id)
+    set_if_valid(command, "AffectedSOPClassUID", request.sop_class_uid or None)
     if counts and isinstance(request, RetrieveRequest):
         if remaining is not None:
             command["NumberOfRemainingSuboperations"] = min(remaining, 0xFFFF)
@@ -530,7 +523,7 @@ async def _respond(
         command["NumberOfFailedSuboperations"] = min(request.failed, 0xFFFF)
         command["NumberOfWarningSuboperations"] = min(request.warning, 0xFFFF)
     if comment and Status(status).is_failure:
-        _set_if_valid(command, "ErrorComment", comment[:64])
+        set_if_valid(command, "ErrorComment", comment[:64])
     await request.assoc.send_message(request.context.context_id, command, identifier)
 
 

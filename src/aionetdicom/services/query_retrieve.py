@@ -30,7 +30,13 @@ from aionetdicom import sop_classes
 from aionetdicom.acse.contexts import DEFAULT_TRANSFER_SYNTAXES, PresentationContext, is_valid_uid
 from aionetdicom.acse.requestor import MAX_PRESENTATION_CONTEXTS
 from aionetdicom.datasets import decode_dataset, encode_dataset
-from aionetdicom.dimse.command_set import Command, CommandField, Priority, make_command
+from aionetdicom.dimse.command_set import (
+    Command,
+    CommandField,
+    CommandValue,
+    Priority,
+    make_command,
+)
 from aionetdicom.dimse.fragments import AssembledMessage
 from aionetdicom.dimse.status import Status
 from aionetdicom.errors import DicomNetworkError, LocalProtocolError
@@ -46,6 +52,7 @@ from aionetdicom.services.storage import (
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
+    from aionetdicom.acse.contexts import NegotiatedContext
     from aionetdicom.association import Association
 
 __all__ = [
@@ -635,6 +642,27 @@ class QueryRetrieveOperations:
         # The mixin is only ever used as a base of Association.
         return cast("Association", self)
 
+    def _qr_request(
+        self,
+        field: CommandField,
+        uid: str,
+        identifier: Dataset,
+        priority: int,
+        **elements: CommandValue,
+    ) -> tuple[NegotiatedContext, Command, bytes]:
+        """The accepted context, the C-xxx-RQ command and the encoded identifier."""
+        assoc = self._qr_association()
+        context = assoc.context_for(uid)
+        command = make_command(
+            field,
+            has_dataset=True,
+            MessageID=assoc.next_message_id(),
+            AffectedSOPClassUID=uid,
+            Priority=_check_priority(priority),
+            **elements,
+        )
+        return context, command, encode_dataset(identifier, context.transfer_syntax)
+
     def find(
         self,
         identifier: Dataset,
@@ -651,15 +679,7 @@ class QueryRetrieveOperations:
         """
         assoc = self._qr_association()
         uid = query_model(model, "find")
-        context = assoc.context_for(uid)
-        command = make_command(
-            CommandField.C_FIND_RQ,
-            has_dataset=True,
-            MessageID=assoc.next_message_id(),
-            AffectedSOPClassUID=uid,
-            Priority=_check_priority(priority),
-        )
-        data = encode_dataset(identifier, context.transfer_syntax)
+        context, command, data = self._qr_request(CommandField.C_FIND_RQ, uid, identifier, priority)
         syntax = context.transfer_syntax
         return PendingResponses(
             assoc,
@@ -688,16 +708,9 @@ class QueryRetrieveOperations:
         assoc = self._qr_association()
         uid = query_model(model, "move")
         destination = validate_ae_title(destination, "move destination")
-        context = assoc.context_for(uid)
-        command = make_command(
-            CommandField.C_MOVE_RQ,
-            has_dataset=True,
-            MessageID=assoc.next_message_id(),
-            AffectedSOPClassUID=uid,
-            Priority=_check_priority(priority),
-            MoveDestination=destination,
+        context, command, data = self._qr_request(
+            CommandField.C_MOVE_RQ, uid, identifier, priority, MoveDestination=destination
         )
-        data = encode_dataset(identifier, context.transfer_syntax)
         syntax = context.transfer_syntax
         return PendingResponses(
             assoc,
@@ -757,15 +770,7 @@ class QueryRetrieveOperations:
     ) -> PendingResponses[RetrieveResponse]:
         assoc = self._qr_association()
         uid = query_model(model, "get")
-        context = assoc.context_for(uid)
-        command = make_command(
-            CommandField.C_GET_RQ,
-            has_dataset=True,
-            MessageID=assoc.next_message_id(),
-            AffectedSOPClassUID=uid,
-            Priority=_check_priority(priority),
-        )
-        data = encode_dataset(identifier, context.transfer_syntax)
+        context, command, data = self._qr_request(CommandField.C_GET_RQ, uid, identifier, priority)
         syntax = context.transfer_syntax
         slot = _GetSlot(assoc, on_store)
         slot.message_id = int(command["MessageID"])  # type: ignore[arg-type]

@@ -57,7 +57,14 @@ from aionetdicom.datasets import (
     encode_dataset,
     read_file_meta,
 )
-from aionetdicom.dimse.command_set import Command, CommandField, Priority, make_command
+from aionetdicom.dimse.command_set import (
+    Command,
+    CommandField,
+    Priority,
+    command_priority,
+    make_command,
+    set_if_valid,
+)
 from aionetdicom.dimse.status import Status
 from aionetdicom.errors import NegotiationError
 
@@ -600,13 +607,7 @@ class StoreRequest:
     @property
     def priority(self) -> int:
         """Priority of the request (a :class:`Priority` when it is a valid one)."""
-        value = self.command.get("Priority", Priority.MEDIUM)
-        if not isinstance(value, int):
-            return int(Priority.MEDIUM)
-        try:
-            return Priority(value)
-        except ValueError:
-            return value
+        return command_priority(self.command)
 
     @property
     def move_originator_ae_title(self) -> str | None:
@@ -699,15 +700,6 @@ def _status_for_error(assoc: Association, exc: Exception) -> tuple[int, str]:
     return DEFAULT_STORE_STATUS, "Storage handler failed"
 
 
-def _set_if_valid(command: Command, keyword: str, value: object) -> None:
-    # Echo the request's values back, but never let a value the peer sent (too long,
-    # say) stop us from answering.
-    if value is None:
-        return
-    with suppress(TypeError, ValueError):
-        command[keyword] = value  # type: ignore[assignment]
-
-
 def store_service(handler: StoreHandler) -> RequestHandler:
     """A DIMSE request handler that answers C-STORE-RQ with ``handler``'s status.
 
@@ -747,9 +739,9 @@ def store_service(handler: StoreHandler) -> RequestHandler:
                     )
                     status, comment = DEFAULT_STORE_STATUS, "Storage handler gave no status"
         response = make_command(CommandField.C_STORE_RSP, Status=status)
-        _set_if_valid(response, "MessageIDBeingRespondedTo", command.get("MessageID", 0))
-        _set_if_valid(response, "AffectedSOPClassUID", command.get("AffectedSOPClassUID"))
-        _set_if_valid(response, "AffectedSOPInstanceUID", command.get("AffectedSOPInstanceUID"))
+        set_if_valid(response, "MessageIDBeingRespondedTo", command.get("MessageID", 0))
+        set_if_valid(response, "AffectedSOPClassUID", command.get("AffectedSOPClassUID"))
+        set_if_valid(response, "AffectedSOPInstanceUID", command.get("AffectedSOPInstanceUID"))
         if comment and Status(status).is_failure:
             response["ErrorComment"] = comment
         await assoc.send_message(message.context_id, response)

@@ -29,10 +29,9 @@ answered with 0xC211 (see :mod:`aionetdicom.association`).
 from __future__ import annotations
 
 import errno
-from contextlib import suppress
 from typing import TYPE_CHECKING
 
-from aionetdicom.dimse.command_set import Command, CommandField, make_command
+from aionetdicom.dimse.command_set import Command, CommandField, make_command, set_if_valid
 from aionetdicom.dimse.status import Status
 from aionetdicom.handlers import Service
 from aionetdicom.services.status_rules import FAILURE_FOR, checked_status
@@ -79,15 +78,6 @@ def _text(command: Command, keyword: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _set(command: Command, keyword: str, value: object) -> None:
-    # Echo the request's values back, but never let a value the peer sent (too long,
-    # say) stop us from answering.
-    if value is None:
-        return
-    with suppress(TypeError, ValueError):
-        command[keyword] = value  # type: ignore[assignment]
-
-
 async def serve_store(assoc: Association, message: AssembledMessage) -> None:
     """Answer one C-STORE-RQ with the status of the AE's handler for its SOP class."""
     command = message.command
@@ -131,9 +121,9 @@ async def serve_store(assoc: Association, message: AssembledMessage) -> None:
             if status == STORE_FAILURE and result != STORE_FAILURE:
                 comment = "Storage handler gave no valid status"
     response = make_command(CommandField.C_STORE_RSP, Status=status)
-    _set(response, "MessageIDBeingRespondedTo", message_id)
-    _set(response, "AffectedSOPClassUID", command.get("AffectedSOPClassUID"))
-    _set(response, "AffectedSOPInstanceUID", command.get("AffectedSOPInstanceUID"))
+    set_if_valid(response, "MessageIDBeingRespondedTo", message_id)
+    set_if_valid(response, "AffectedSOPClassUID", command.get("AffectedSOPClassUID"))
+    set_if_valid(response, "AffectedSOPInstanceUID", command.get("AffectedSOPInstanceUID"))
     if comment and Status(status).is_failure:
         response["ErrorComment"] = comment
     await assoc.send_message(message.context_id, response)
