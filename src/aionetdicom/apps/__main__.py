@@ -15,6 +15,7 @@ APPS: dict[str, tuple[str, str]] = {
     "echoscu": ("aionetdicom.apps.echoscu", "DICOM verification (C-ECHO) SCU"),
     "echoscp": ("aionetdicom.apps.echoscp", "DICOM verification (C-ECHO) SCP"),
     "storescu": ("aionetdicom.apps.storescu", "DICOM storage (C-STORE) SCU"),
+    "storescp": ("aionetdicom.apps.storescp", "DICOM storage (C-STORE) SCP"),
     "findscu": ("aionetdicom.apps.findscu", "DICOM query (C-FIND) SCU"),
     "getscu": ("aionetdicom.apps.getscu", "DICOM retrieve (C-GET) SCU"),
     "movescu": ("aionetdicom.apps.movescu", "DICOM retrieve (C-MOVE) SCU"),
