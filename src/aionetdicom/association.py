@@ -34,7 +34,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -52,7 +52,7 @@ from aionetdicom.dimse.command_set import (
     make_command,
 )
 from aionetdicom.dimse.fragments import AssembledMessage, MessageAssembler
-from aionetdicom.dimse.packing import pack_message
+from aionetdicom.dimse.packing import LengthMismatch, StreamPacker, pack_message
 from aionetdicom.dimse.status import Status
 from aionetdicom.errors import (
     AssociationAborted,
@@ -68,7 +68,7 @@ from aionetdicom.errors import (
 )
 from aionetdicom.handlers import Service
 from aionetdicom.pdu.constants import AbortReason, AbortSource
-from aionetdicom.pdu.pdus import AAssociateAC, AAssociateRQ
+from aionetdicom.pdu.pdus import AAssociateAC, AAssociateRQ, Buffer
 from aionetdicom.services.normalized import NormalizedOperations
 from aionetdicom.services.query_retrieve import QueryRetrieveOperations
 from aionetdicom.services.status_rules import FAILURE_FOR
@@ -833,6 +833,73 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
                         buffered = 0
                 started = True
                 await self._write_pending()
+            except BaseException:
+                if not started:
+                    self._conn.data_to_send()  # nothing reached the peer: drop it all
+                else:
+                    with anyio.CancelScope(shield=True):
+                        self._fail(AssociationAborted(None, None, "a message was interrupted"))
+                        self._conn.abort()
+                        await self._write_pending()
+                raise
+        if self._failure is not None:
+            raise self._failure
+
+    async def send_message_stream(
+        self, context_id: int, command: Command, chunks: AsyncIterator[bytes], length: int
+    ) -> None:
+        """Send one DIMSE message whose data set (``length`` bytes) comes from ``chunks``.
+
+        The data set is packed as it arrives and written about every
+        :data:`WRITE_COALESCE_BYTES`, so memory stays bounded whatever its size. The
+        send lock is held for the whole message. As with :meth:`send_message`, an
+        error or cancellation once something was written aborts the association;
+        before that, nothing is sent. If ``chunks`` gives more or fewer than
+        ``length`` bytes the association is aborted (the peer cannot be told the
+        message was cut short) and :class:`LocalProtocolError` is raised.
+        """
+        self._check_usable()
+        packer = StreamPacker(context_id, self.send_max_pdu, length)
+        encoded = encode_command(command)
+        if self._answering:
+            self._note_response(command)
+        async with self._send_lock:
+            started = False
+            buffered = 0
+
+            async def send(pdus: Iterable[list[Buffer]]) -> None:
+                nonlocal started, buffered
+                for pdu in pdus:
+                    self._check_usable()
+                    self._conn.send_encoded_pdata(pdu)
+                    buffered += sum(len(part) for part in pdu)
+                    if buffered >= WRITE_COALESCE_BYTES:
+                        started = True
+                        await self._write_pending()
+                        buffered = 0
+
+            try:
+                await send(packer.command(encoded))
+                async for chunk in chunks:
+                    await send(packer.feed(chunk))
+                await send(packer.finish())
+                started = True
+                await self._write_pending()
+            except LengthMismatch as exc:
+                error = LocalProtocolError(
+                    f"data set on presentation context {context_id}: {exc}; association aborted"
+                )
+                self.log.warning("association #%d: %s", self.id, error)
+                self._conn.data_to_send()  # a message cut short must not go out
+                with anyio.CancelScope(shield=True):
+                    self._fail(AssociationAborted(None, None, f"a message was cut short: {exc}"))
+                    if not self._closed.is_set():
+                        assert self._failure is not None
+                        self._note_end("aborted", "local", self._failure)
+                        self._conn.abort()
+                        await self._write_pending()
+                        await self._close_stream()
+                raise error from None
             except BaseException:
                 if not started:
                     self._conn.data_to_send()  # nothing reached the peer: drop it all

@@ -197,6 +197,20 @@ async def test_file_is_stored_as_it_is(
         assert theirs.pixel_array.tobytes() == ds.PixelData
 
 
+async def test_big_file_is_streamed_to_storescp(storescp: StoreSCP, tmp_path: Path) -> None:
+    """A ~40 MB file from a path (sent in chunks, never read whole) arrives byte for byte."""
+    ds = make_sc8(5000, 8000, seed=12)
+    path = write_file(ds, tmp_path / "big.dcm", ExplicitVRLittleEndian)
+    contexts = [PresentationContext(SECONDARY_CAPTURE_IMAGE_STORAGE, (ExplicitVRLittleEndian,))]
+    async with AE("OURSCU").associate(HOST, storescp.port, contexts=contexts) as assoc:
+        status = await assoc.store(path)
+    assert status.is_success, status
+    stored = storescp.stored(ds.SOPInstanceUID, timeout=30)
+    assert read_file_meta(stored).transfer_syntax == ExplicitVRLittleEndian
+    assert dataset_bytes(stored) == dataset_bytes(path)
+    assert pydicom.dcmread(stored).PixelData == ds.PixelData
+
+
 async def test_files_with_contexts_for_files(storescp: StoreSCP, tmp_path: Path) -> None:
     """contexts_for_files proposes what a mixed batch needs; every file is stored."""
     made = [

@@ -253,6 +253,13 @@ class FakeAssociation:
     ) -> None:
         self.sent.append((context_id, command, dataset))
 
+    async def send_message_stream(
+        self, context_id: int, command: Command, chunks: AsyncIterator[bytes], length: int
+    ) -> None:
+        data = b"".join([chunk async for chunk in chunks])
+        assert len(data) == length
+        self.sent.append((context_id, command, data))
+
     async def receive_response(
         self, responses: int, what: str, timeout: float | None = None
     ) -> AssembledMessage:

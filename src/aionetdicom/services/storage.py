@@ -2,7 +2,10 @@
 
 Sending (:meth:`StorageOperations.store`): a DICOM file (path or bytes) goes out as it
 is, the bytes after its File Meta Information unchanged, whenever the peer accepted a
-presentation context for its SOP Class with the file's transfer syntax; the dataset is
+presentation context for its SOP Class with the file's transfer syntax (from a path, the
+data set is read and sent in chunks, so memory stays bounded whatever the file's size;
+see :meth:`Association.send_message_stream
+<aionetdicom.association.Association.send_message_stream>`); the dataset is
 decoded and re-encoded (in a worker thread) only when it must be converted between two
 uncompressed transfer syntaxes. Nothing is decompressed: a compressed instance whose
 transfer syntax was not accepted raises :class:`NegotiationError` before anything is
@@ -32,10 +35,10 @@ import os
 import pathlib
 import secrets
 import struct
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import suppress
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union, cast
+from typing import TYPE_CHECKING, BinaryIO, Union, cast
 
 import anyio
 
@@ -103,6 +106,8 @@ INVALID_SOP_INSTANCE = 0x0117
 MAX_PRESENTATION_CONTEXTS = 128
 #: A Deflated data set received is not inflated beyond this many bytes.
 INFLATE_LIMIT = 1 << 31
+#: A file sent as it is is read in chunks of this size, never whole.
+STREAM_CHUNK_BYTES = 1024 * 1024
 
 #: What ``store`` sends: a pydicom Dataset, a DICOM file's path, or a DICOM file's bytes.
 StoreSource = Union["Dataset", str, "os.PathLike[str]", bytes]
@@ -282,6 +287,65 @@ class _Instance:
     transfer_syntax: str | None
     raw: bytes | memoryview | None = None
     dataset: Dataset | None = None
+    #: A Part 10 file not read yet: its path and where its data set starts.
+    path: str | os.PathLike[str] | None = None
+    dataset_offset: int = 0
+
+
+def _read_file_meta(path: str | os.PathLike[str]) -> _Instance:
+    """The UIDs of a DICOM file and where its data set starts; the data set is not read."""
+    try:
+        meta = read_file_meta(path)
+    except DatasetError as exc:
+        raise DatasetError(f"{os.fspath(path)}: {exc}") from None
+    return _Instance(
+        meta.sop_class_uid,
+        meta.sop_instance_uid,
+        meta.transfer_syntax,
+        path=path,
+        dataset_offset=meta.dataset_offset,
+    )
+
+
+def _open_dataset(path: str | os.PathLike[str], offset: int) -> tuple[BinaryIO, int]:
+    """Open ``path`` at its data set; return the handle and the data set's length."""
+    handle = open(path, "rb")  # noqa: SIM115 - closed by the caller
+    try:
+        size = os.fstat(handle.fileno()).st_size
+        if size < offset:
+            raise DatasetError(f"{os.fspath(path)}: the file is shorter than its meta header")
+        handle.seek(offset)
+    except BaseException:
+        handle.close()
+        raise
+    return handle, size - offset
+
+
+async def _file_chunks(handle: BinaryIO, length: int) -> AsyncGenerator[bytes, None]:
+    """Up to ``length`` bytes of ``handle`` in chunks of :data:`STREAM_CHUNK_BYTES`,
+    each read in a worker thread; stops early at the end of the file."""
+    remaining = length
+    while remaining > 0:
+        chunk = await anyio.to_thread.run_sync(handle.read, min(STREAM_CHUNK_BYTES, remaining))
+        if not chunk:
+            return
+        remaining -= len(chunk)
+        yield chunk
+
+
+async def _send_file(
+    assoc: Association, context_id: int, command: Command, instance: _Instance
+) -> None:
+    """Send the data set of a Part 10 file as it is, read in chunks (bounded memory)."""
+    assert instance.path is not None
+    handle, length = await anyio.to_thread.run_sync(
+        _open_dataset, instance.path, instance.dataset_offset
+    )
+    try:
+        async with aclosing(_file_chunks(handle, length)) as chunks:
+            await assoc.send_message_stream(context_id, command, chunks, length)
+    finally:
+        handle.close()
 
 
 def _read_part10(path: str | os.PathLike[str]) -> _Instance:
@@ -330,7 +394,7 @@ async def _load(source: StoreSource) -> _Instance:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _from_bytes(bytes(source))
     if isinstance(source, (str, os.PathLike)):
-        return await anyio.to_thread.run_sync(_read_part10, source)
+        return await anyio.to_thread.run_sync(_read_file_meta, source)
     raise TypeError(
         f"store() takes a pydicom Dataset, a path or bytes, not {type(source).__name__}"
     )
@@ -395,8 +459,13 @@ async def store(
         instance.transfer_syntax,
         as_requestor=assoc.is_requestor,
     )
-    data: bytes | memoryview
-    if instance.raw is not None and not convert:
+    data: bytes | memoryview | None = None
+    if instance.path is not None and not convert:
+        pass  # streamed from the file below
+    elif instance.path is not None:
+        instance = await anyio.to_thread.run_sync(_read_part10, instance.path)
+        data = await anyio.to_thread.run_sync(_transcode, instance, context.transfer_syntax)
+    elif instance.raw is not None and not convert:
         data = instance.raw
     elif _is_big(instance):
         data = await anyio.to_thread.run_sync(_transcode, instance, context.transfer_syntax)
@@ -405,7 +474,10 @@ async def store(
     message_id = assoc.next_message_id()
     command["MessageID"] = message_id
     async with assoc.expect_responses(message_id) as responses:
-        await assoc.send_message(context.context_id, command, data)
+        if data is None:
+            await _send_file(assoc, context.context_id, command, instance)
+        else:
+            await assoc.send_message(context.context_id, command, data)
         response = await assoc.receive_response(responses, "C-STORE response", timeout)
     status = response.command.get("Status")
     if not isinstance(status, int):
