@@ -108,6 +108,9 @@ MAX_PRESENTATION_CONTEXTS = 128
 INFLATE_LIMIT = 1 << 31
 #: A file sent as it is is read in chunks of this size, never whole.
 STREAM_CHUNK_BYTES = 1024 * 1024
+#: Files whose data set is at most this long are read whole (fewer thread hops for the
+#: typical image); larger ones are streamed in chunks of :data:`STREAM_CHUNK_BYTES`.
+SMALL_FILE_BYTES = 4 * 1024 * 1024
 
 #: What ``store`` sends: a pydicom Dataset, a DICOM file's path, or a DICOM file's bytes.
 StoreSource = Union["Dataset", str, "os.PathLike[str]", bytes]
@@ -293,15 +296,23 @@ class _Instance:
 
 
 def _read_file_meta(path: str | os.PathLike[str]) -> _Instance:
-    """The UIDs of a DICOM file and where its data set starts; the data set is not read."""
-    try:
-        meta = read_file_meta(path)
-    except DatasetError as exc:
-        raise DatasetError(f"{os.fspath(path)}: {exc}") from None
+    """The UIDs of a DICOM file and where its data set starts.
+
+    A data set of at most :data:`SMALL_FILE_BYTES` is read in the same pass (one open,
+    one worker-thread hop); a larger one is left on disk to be streamed.
+    """
+    with open(path, "rb") as handle:
+        try:
+            meta = read_file_meta(handle)
+        except DatasetError as exc:
+            raise DatasetError(f"{os.fspath(path)}: {exc}") from None
+        small = meta.file_size - meta.dataset_offset <= SMALL_FILE_BYTES
+        raw = handle.read() if small else None
     return _Instance(
         meta.sop_class_uid,
         meta.sop_instance_uid,
         meta.transfer_syntax,
+        raw,
         path=path,
         dataset_offset=meta.dataset_offset,
     )
@@ -460,13 +471,13 @@ async def store(
         as_requestor=assoc.is_requestor,
     )
     data: bytes | memoryview | None = None
-    if instance.path is not None and not convert:
+    if instance.raw is not None and not convert:
+        data = instance.raw
+    elif instance.path is not None and not convert:
         pass  # streamed from the file below
     elif instance.path is not None:
         instance = await anyio.to_thread.run_sync(_read_part10, instance.path)
         data = await anyio.to_thread.run_sync(_transcode, instance, context.transfer_syntax)
-    elif instance.raw is not None and not convert:
-        data = instance.raw
     elif _is_big(instance):
         data = await anyio.to_thread.run_sync(_transcode, instance, context.transfer_syntax)
     else:
