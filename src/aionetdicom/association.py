@@ -834,16 +834,21 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
                 started = True
                 await self._write_pending()
             except BaseException:
-                if not started:
-                    self._conn.data_to_send()  # nothing reached the peer: drop it all
-                else:
-                    with anyio.CancelScope(shield=True):
-                        self._fail(AssociationAborted(None, None, "a message was interrupted"))
-                        self._conn.abort()
-                        await self._write_pending()
+                await self._message_interrupted(started)
                 raise
         if self._failure is not None:
             raise self._failure
+
+    async def _message_interrupted(self, started: bool) -> None:
+        """A message failed part-way: drop it if nothing was written, else abort (the
+        peer holds a partial message the association cannot recover from)."""
+        if not started:
+            self._conn.data_to_send()  # nothing reached the peer: drop it all
+            return
+        with anyio.CancelScope(shield=True):
+            self._fail(AssociationAborted(None, None, "a message was interrupted"))
+            self._conn.abort()
+            await self._write_pending()
 
     async def send_message_stream(
         self, context_id: int, command: Command, chunks: AsyncIterator[bytes], length: int
@@ -901,13 +906,7 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
                         await self._close_stream()
                 raise error from None
             except BaseException:
-                if not started:
-                    self._conn.data_to_send()  # nothing reached the peer: drop it all
-                else:
-                    with anyio.CancelScope(shield=True):
-                        self._fail(AssociationAborted(None, None, "a message was interrupted"))
-                        self._conn.abort()
-                        await self._write_pending()
+                await self._message_interrupted(started)
                 raise
         if self._failure is not None:
             raise self._failure
