@@ -152,7 +152,8 @@ def _ours_client(port: int, paths: list[Path], backend: str) -> dict[str, Any]:
     return result
 
 
-def _pynetdicom_client(port: int, paths: list[Path]) -> dict[str, Any]:
+def _pynetdicom_client(port: int, paths: list[Path], scp_title: str = SCP_TITLE) -> dict[str, Any]:
+    """pynetdicom storing ``paths`` over one association (bench_window.py reuses it)."""
     from pynetdicom import AE
 
     ae = AE(ae_title=CLIENT_TITLE)
@@ -162,7 +163,7 @@ def _pynetdicom_client(port: int, paths: list[Path]) -> dict[str, Any]:
     ae.acse_timeout = ae.dimse_timeout = PEER_TIMEOUT
     failed = 0
     start = time.perf_counter()
-    assoc = ae.associate(HOST, port, ae_title=SCP_TITLE)
+    assoc = ae.associate(HOST, port, ae_title=scp_title)
     if not assoc.is_established:
         raise RuntimeError("pynetdicom: association not established")
     for path in paths:

@@ -224,23 +224,10 @@ def _ours_client(port: int, paths: list[Path], window: int) -> dict[str, Any]:
 
 
 def _pynetdicom_client(port: int, paths: list[Path]) -> dict[str, Any]:
-    from pynetdicom import AE
+    """The reference row: bench_store.py's pynetdicom client, window 1 by nature."""
+    from bench_store import _pynetdicom_client as store_with_pynetdicom
 
-    ae = AE(ae_title=CLIENT_TITLE)
-    ae.add_requested_context(
-        CT_IMAGE_STORAGE, [EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN]
-    )
-    ae.acse_timeout = ae.dimse_timeout = PEER_TIMEOUT
-    failed = 0
-    start = time.perf_counter()
-    assoc = ae.associate(HOST, port, ae_title=SCP_TITLE)
-    if not assoc.is_established:
-        raise RuntimeError("pynetdicom: association not established")
-    for path in paths:
-        status = assoc.send_c_store(str(path))
-        failed += not status or status.Status != 0
-    assoc.release()
-    return {"seconds": time.perf_counter() - start, "failed": failed, "negotiated": None}
+    return {**store_with_pynetdicom(port, paths, SCP_TITLE), "negotiated": None}
 
 
 def _client_main(argv: Sequence[str]) -> None:
