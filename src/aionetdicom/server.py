@@ -30,10 +30,10 @@ from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING
 
 import anyio
-from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup
+from anyio.abc import ByteStream, SocketAttribute, TaskGroup
 
 from aionetdicom.association import NOTIFICATION_DRAIN, Association, _Notifier
-from aionetdicom.transport import set_nodelay
+from aionetdicom.transport import TCPListener, set_nodelay
 from aionetdicom.ul.connection import Role, ULConnection
 from aionetdicom.ul.fsm import State
 
@@ -57,7 +57,7 @@ class Server:
     def __init__(
         self,
         ae: AE,
-        listeners: Sequence[SocketListener],
+        listeners: Sequence[TCPListener],
         *,
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
     ) -> None:
@@ -122,7 +122,7 @@ class Server:
     async def running(
         cls,
         ae: AE,
-        listeners: Sequence[SocketListener],
+        listeners: Sequence[TCPListener],
         *,
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
     ) -> AsyncIterator[Server]:
@@ -172,7 +172,7 @@ class Server:
                 freed, self._pending_freed = self._pending_freed, anyio.Event()
                 freed.set()
 
-    async def _accept_loop(self, listener: SocketListener) -> None:
+    async def _accept_loop(self, listener: TCPListener) -> None:
         assert self._task_group is not None
         async with listener:
             while True:
@@ -198,7 +198,7 @@ class Server:
                 self._pending += 1
                 self._task_group.start_soon(self._handle, stream)
 
-    async def _handle(self, stream: SocketStream) -> None:
+    async def _handle(self, stream: ByteStream) -> None:
         pending = True
 
         def identified() -> None:
@@ -293,7 +293,7 @@ class Server:
         await self._closed.wait()
 
 
-def _address_of(listener: SocketListener) -> tuple[str, int] | None:
+def _address_of(listener: TCPListener) -> tuple[str, int] | None:
     try:
         address = listener.extra(SocketAttribute.local_address)
     except anyio.TypedAttributeLookupError:
@@ -307,7 +307,7 @@ def _format(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _peer(stream: SocketStream) -> str:
+def _peer(stream: ByteStream) -> str:
     try:
         address = stream.extra(SocketAttribute.remote_address)
     except anyio.TypedAttributeLookupError:
@@ -317,7 +317,7 @@ def _peer(stream: SocketStream) -> str:
     return str(address)
 
 
-async def _close_at_once(stream: SocketStream) -> None:
+async def _close_at_once(stream: ByteStream) -> None:
     """Close a connection we will not serve, never letting an error escape."""
     with (
         anyio.CancelScope(shield=True),

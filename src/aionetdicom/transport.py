@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Union, cast
 
 import anyio
-from anyio.abc import ByteStream, SocketAttribute
+from anyio.abc import ByteStream, SocketAttribute, SocketListener
 
+from aionetdicom import socket_stream
 from aionetdicom.errors import ConnectTimeout
+
+#: A listening TCP endpoint: ours (bare sockets) or anyio's.
+TCPListener = Union[SocketListener, socket_stream.TCPListener]
 
 #: Bytes asked for per read; large reads keep the number of wake-ups low.
 RECEIVE_SIZE = 256 * 1024
@@ -41,7 +46,11 @@ async def connect(
     """Open a TCP connection to the peer within ``timeout`` seconds."""
     try:
         with anyio.fail_after(timeout):
-            stream = await anyio.connect_tcp(host, port, local_host=local_host)
+            stream: ByteStream
+            if socket_stream.supported():
+                stream = await socket_stream.connect_tcp(host, port, local_host=local_host)
+            else:
+                stream = await anyio.connect_tcp(host, port, local_host=local_host)
     except TimeoutError:
         raise ConnectTimeout(
             f"could not connect to {host}:{port} within {timeout} s (connection timeout)"
@@ -60,3 +69,16 @@ async def connect(
         raise
     set_nodelay(stream)
     return stream
+
+
+async def listen_tcp(host: str | None, port: int) -> list[TCPListener]:
+    """One listener per socket ``host`` resolves to (so each reports its own address).
+
+    Uses the bare-socket streams of :mod:`aionetdicom.socket_stream` where the event
+    loop supports them, anyio's socket streams elsewhere (asyncio's Proactor loop).
+    """
+    if socket_stream.supported():
+        shared = await socket_stream.create_tcp_listener(local_host=host, local_port=port)
+        return [socket_stream.TCPListener([sock]) for sock in shared.sockets]
+    multi = await anyio.create_tcp_listener(local_host=host, local_port=port)
+    return [cast(SocketListener, each) for each in multi.listeners]
