@@ -43,6 +43,13 @@ _PDV_HEADER = struct.Struct(">LBB")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">L")
 
+_P_DATA_TF = int(PDUType.P_DATA_TF)
+_ASSOCIATE_TYPES = frozenset((int(PDUType.A_ASSOCIATE_RQ), int(PDUType.A_ASSOCIATE_AC)))
+_FIXED4_TYPES = frozenset(
+    int(t)
+    for t in (PDUType.A_ASSOCIATE_RJ, PDUType.A_RELEASE_RQ, PDUType.A_RELEASE_RP, PDUType.A_ABORT)
+)
+
 #: The fixed part of A-ASSOCIATE-RQ/AC after the PDU header: version, reserved,
 #: called AE, calling AE, 32 reserved bytes.
 _ASSOCIATE_FIXED = struct.Struct(">HH16s16s32s")
@@ -453,29 +460,38 @@ def _decode_associate(body: memoryview, pdu_type: int) -> AAssociateRQ | AAssoci
     )
 
 
+def _pdv_error(body: memoryview, offset: int) -> PDUDecodeError:
+    """Say what is wrong with the PDV item at ``offset`` (the slow path of ``_decode_pdata``)."""
+    remaining = len(body) - offset
+    if remaining < 6:
+        return PDUDecodeError(f"P-DATA-TF: {remaining} trailing byte(s) too short for a PDV header")
+    length, _, control = _PDV_HEADER.unpack_from(body, offset)
+    if length < 2:
+        return PDUDecodeError(f"PDV item length {length} is below the minimum of 2")
+    if length > remaining - 4:
+        return PDUDecodeError(
+            f"PDV item declares {length} bytes but only {remaining - 4} remain in the PDU"
+        )
+    return PDUDecodeError(f"PDV message control header 0x{control:02X} has reserved bits")
+
+
 def _decode_pdata(body: memoryview) -> PDataTF:
+    # Hot path of every C-STORE: one struct call per PDV and views of ``body``, no copies.
+    end = len(body)
+    if not end:
+        raise PDUDecodeError("P-DATA-TF holds no PDV item")
+    unpack_from = _PDV_HEADER.unpack_from
     pdvs: list[PDV] = []
     offset = 0
-    end = len(body)
-    if end == 0:
-        raise PDUDecodeError("P-DATA-TF holds no PDV item")
     while offset < end:
         if end - offset < 6:
-            raise PDUDecodeError(
-                f"P-DATA-TF: {end - offset} trailing byte(s) too short for a PDV header"
-            )
-        length, context_id, control = _PDV_HEADER.unpack_from(body, offset)
-        if length < 2:
-            raise PDUDecodeError(f"PDV item length {length} is below the minimum of 2")
-        if length > end - offset - 4:
-            raise PDUDecodeError(
-                f"PDV item declares {length} bytes but only {end - offset - 4} remain in the PDU"
-            )
-        if control & 0xFC:
-            raise PDUDecodeError(f"PDV message control header 0x{control:02X} has reserved bits")
-        start = offset + 6
-        offset += 4 + length
-        pdvs.append(PDV(context_id, bool(control & 1), bool(control & 2), body[start:offset]))
+            raise _pdv_error(body, offset)
+        length, context_id, control = unpack_from(body, offset)
+        stop = offset + 4 + length
+        if length < 2 or stop > end or control & 0xFC:
+            raise _pdv_error(body, offset)
+        pdvs.append(PDV(context_id, bool(control & 1), bool(control & 2), body[offset + 6 : stop]))
+        offset = stop
     return PDataTF(tuple(pdvs))
 
 
@@ -494,17 +510,16 @@ def _decode_fixed4(body: memoryview, pdu_type: int) -> PDU:
 
 
 def decode_pdu_body(pdu_type: int, body: memoryview) -> PDU:
-    """Decode a PDU from its type byte and the ``length`` bytes that follow its header."""
-    if pdu_type == PDUType.P_DATA_TF:
+    """Decode a PDU from its type byte and the ``length`` bytes that follow its header.
+
+    P-DATA-TF PDV data are views of ``body``: pass a read-only view of bytes that are
+    never written again and they may be kept without copying.
+    """
+    if pdu_type == _P_DATA_TF:
         return _decode_pdata(body)
-    if pdu_type in (PDUType.A_ASSOCIATE_RQ, PDUType.A_ASSOCIATE_AC):
+    if pdu_type in _ASSOCIATE_TYPES:
         return _decode_associate(body, pdu_type)
-    if pdu_type in (
-        PDUType.A_ASSOCIATE_RJ,
-        PDUType.A_RELEASE_RQ,
-        PDUType.A_RELEASE_RP,
-        PDUType.A_ABORT,
-    ):
+    if pdu_type in _FIXED4_TYPES:
         return _decode_fixed4(body, pdu_type)
     raise UnknownPDUType(f"unknown PDU type 0x{pdu_type:02X}")
 

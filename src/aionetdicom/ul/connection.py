@@ -42,7 +42,7 @@ from aionetdicom.ul.events import (
     ReleaseRequested,
     ULEvent,
 )
-from aionetdicom.ul.fsm import Action, Event, State, StateMachine, action_for
+from aionetdicom.ul.fsm import TRANSITIONS, Action, Event, State, StateMachine, action_for
 
 _PDU_EVENTS: dict[type, Event] = {
     AAssociateAC: Event.EVT3,
@@ -53,6 +53,30 @@ _PDU_EVENTS: dict[type, Event] = {
     AReleaseRP: Event.EVT13,
     AAbort: Event.EVT16,
 }
+
+
+def _pdata_state() -> State:
+    """The state where Table 9-10 answers Evt9 with DT-1 and Evt10 with DT-2, staying put.
+
+    There the P-DATA fast paths below do what ``_fire`` would (send, or hand over a
+    DataReceived) without the generic lookup; deriving the state from the table keeps
+    the table the single source of truth, and import fails if it no longer fits.
+    """
+    states = [
+        state
+        for state in State
+        if state is not State.STA1
+        and TRANSITIONS.get((state, Event.EVT9)) is Action.DT_1
+        and TRANSITIONS.get((state, Event.EVT10)) is Action.DT_2
+        and Action.DT_1.next_states == Action.DT_2.next_states == {state}
+    ]
+    if len(states) != 1:  # pragma: no cover - guards edits of the table
+        raise RuntimeError(f"Table 9-10 has no single P-DATA self-loop state: {states}")
+    return states[0]
+
+
+#: Sta6: P-DATA sent (DT-1) or received (DT-2) leaves the state unchanged.
+_PDATA_STATE = _pdata_state()
 
 
 class Role(enum.Enum):
@@ -161,21 +185,28 @@ class ULConnection:
         if self._reader_failed or self.close_requested:
             return []
         self._reader.feed(data)
-        while True:
-            try:
-                pdu = self._reader.next_pdu()
-            except ProtocolError as exc:
-                self._reader_failed = True
-                self._error = exc
-                self._fire(Event.EVT19)
-                break
-            if pdu is None:
-                break
-            self._pdu = pdu
-            self._fire(_PDU_EVENTS[type(pdu)])
-            if self.close_requested:
-                break
-        return self._take_events()
+        return self._process_received()
+
+    def receive_buffer(self) -> memoryview | None:
+        """Where to read the rest of a PDU body straight from the transport, or None.
+
+        A writable view of the still-empty tail of the body being received: read into
+        it (``n = recv_into(view)``), then call :meth:`received_into` with ``n`` before
+        anything else. None means read normally and call :meth:`receive_data`.
+        """
+        if self._reader_failed or self.close_requested:
+            return None
+        return self._reader.receive_buffer()
+
+    def received_into(self, nbytes: int) -> list[ULEvent]:
+        """``nbytes`` were read into :meth:`receive_buffer`; return the events they complete.
+
+        The events are the same as :meth:`receive_data` would give for those bytes.
+        """
+        if self._reader_failed or self.close_requested:
+            return []
+        self._reader.received_into(nbytes)
+        return self._process_received()
 
     def receive_eof(self) -> list[ULEvent]:
         """The peer closed the transport (Evt17)."""
@@ -215,14 +246,33 @@ class ULConnection:
 
     def send_pdata(self, pdata: PDataTF) -> None:
         """P-DATA request (Evt9) for a P-DATA-TF value."""
+        if self._machine.state is _PDATA_STATE:  # DT-1, Sta6 -> Sta6
+            self._send(pdata)
+            return
         self._pdu = pdata
         self._fire_local(Event.EVT9)
 
     def send_encoded_pdata(self, chunks: Iterable[Buffer]) -> None:
         """P-DATA request (Evt9) for an already encoded P-DATA-TF (header + PDV items)."""
+        if self._machine.state is _PDATA_STATE:  # DT-1, Sta6 -> Sta6: just queue it
+            self._outgoing.extend(chunks)
+            return
         self._pdu = None
         self._fire_local(Event.EVT9)
         self._outgoing.extend(chunks)
+
+    def send_encoded_pdata_many(self, pdus: Iterable[Iterable[Buffer]]) -> None:
+        """P-DATA requests for several encoded P-DATA-TFs, checking the state once.
+
+        Same as calling :meth:`send_encoded_pdata` for each, in order.
+        """
+        if self._machine.state is _PDATA_STATE:
+            extend = self._outgoing.extend
+            for chunks in pdus:
+                extend(chunks)
+            return
+        for chunks in pdus:
+            self.send_encoded_pdata(chunks)
 
     def release(self) -> None:
         """A-RELEASE request (Evt11)."""
@@ -257,6 +307,29 @@ class ULConnection:
         events = self._events
         self._events = []
         return events
+
+    def _process_received(self) -> list[ULEvent]:
+        """Turn the PDUs the reader completed into state machine events."""
+        reader = self._reader
+        machine = self._machine
+        while True:
+            try:
+                pdu = reader.next_pdu()
+            except ProtocolError as exc:
+                self._reader_failed = True
+                self._error = exc
+                self._fire(Event.EVT19)
+                break
+            if pdu is None:
+                break
+            if type(pdu) is PDataTF and machine.state is _PDATA_STATE:
+                self._events.append(DataReceived(pdu))  # DT-2, Sta6 -> Sta6
+                continue
+            self._pdu = pdu
+            self._fire(_PDU_EVENTS[type(pdu)])
+            if self.close_requested:
+                break
+        return self._take_events()
 
     def _fire_local(self, event: Event) -> None:
         try:
