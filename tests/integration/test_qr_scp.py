@@ -411,10 +411,12 @@ class Endless:
         self.delay = delay
         self.yielded = 0
         self.closed = anyio.Event()
+        self.started = anyio.Event()
         self.requests: list[QueryRetrieveRequest] = []
 
     async def __call__(self, request: FindRequest) -> AsyncIterator[Dataset]:
         self.requests.append(request)
+        self.started.set()
         try:
             while True:
                 await anyio.sleep(self.delay)
@@ -461,7 +463,7 @@ async def test_find_scu_leaving_the_loop_cancels() -> None:
 
 
 async def test_find_cancel_interrupts_a_waiting_handler() -> None:
-    """C-CANCEL right behind the request: the handler, still waiting, is interrupted."""
+    """C-CANCEL while the handler waits for its first match: the handler is interrupted."""
     endless = Endless(delay=30.0)
     async with pair(find=endless) as (_, _, assoc):
         context = assoc.context_for(sop_classes.STUDY_ROOT_FIND)
@@ -478,6 +480,7 @@ async def test_find_cancel_interrupts_a_waiting_handler() -> None:
         with anyio.fail_after(LIMIT):
             async with assoc.expect_responses(message_id) as responses:
                 await assoc.send_message(context.context_id, command, data)
+                await endless.started.wait()  # the handler is running (and sleeping)
                 await send_cancel(assoc, context.context_id, message_id)
                 response = await assoc.receive_response(responses, "C-FIND response")
             await endless.closed.wait()
@@ -485,6 +488,30 @@ async def test_find_cancel_interrupts_a_waiting_handler() -> None:
     assert response.command["Status"] == 0xFE00
     assert endless.yielded == 0
     assert elapsed < 10
+
+
+async def test_find_cancel_right_behind_the_request() -> None:
+    """C-CANCEL sent right behind the request, whether or not the handler started: Cancel."""
+    endless = Endless(delay=30.0)
+    async with pair(find=endless) as (_, _, assoc):
+        context = assoc.context_for(sop_classes.STUDY_ROOT_FIND)
+        message_id = assoc.next_message_id()
+        command = make_command(
+            CommandField.C_FIND_RQ,
+            has_dataset=True,
+            MessageID=message_id,
+            AffectedSOPClassUID=sop_classes.STUDY_ROOT_FIND,
+            Priority=0,
+        )
+        data = encode_dataset(query("STUDY", StudyInstanceUID=""), context.transfer_syntax)
+        with anyio.fail_after(LIMIT):
+            async with assoc.expect_responses(message_id) as responses:
+                await assoc.send_message(context.context_id, command, data)
+                await send_cancel(assoc, context.context_id, message_id)
+                response = await assoc.receive_response(responses, "C-FIND response")
+            assert (await assoc.echo()).is_success
+    assert response.command["Status"] == 0xFE00
+    assert endless.yielded == 0
 
 
 async def test_find_handler_raising(caplog: pytest.LogCaptureFixture) -> None:

@@ -22,6 +22,7 @@ from aionetdicom.acse import (
     negotiate_window,
     validate_contexts,
 )
+from aionetdicom.acse.acceptor import OPERATIONS_WINDOW_CAP
 from aionetdicom.errors import ProtocolError
 from aionetdicom.pdu import (
     AAssociateAC,
@@ -358,11 +359,14 @@ W = AsynchronousOperationsWindow
         (W(10, 3), 2, 4, W(4, 2)),
         (W(2, 1), 8, 8, W(2, 1)),
         (W(1, 1), 0, 0, W(1, 1)),
-        # 0 proposed (unlimited): our caps decide; 0 from us keeps it unlimited.
+        # 0 proposed (unlimited): our limits decide; where both say 0 (unlimited) we
+        # answer OPERATIONS_WINDOW_CAP, never 0.
         (W(0, 0), 3, 7, W(7, 3)),
-        (W(0, 0), 0, 0, W(0, 0)),
+        (W(0, 0), 0, 0, W(OPERATIONS_WINDOW_CAP, OPERATIONS_WINDOW_CAP)),
         (W(0, 5), 0, 2, W(2, 5)),
         (W(6, 0), 4, 0, W(6, 4)),
+        (W(500, 300), 0, 0, W(OPERATIONS_WINDOW_CAP, OPERATIONS_WINDOW_CAP)),
+        (W(500, 3), 0, 200, W(OPERATIONS_WINDOW_CAP, 3)),
     ],
 )
 def test_negotiate_window(

@@ -35,6 +35,9 @@ from aionetdicom.pdu.pdus import AAssociateRJ, AAssociateRQ
 
 _INVALID_VALUE = int(AbortReason.INVALID_PDU_PARAMETER_VALUE)
 _MAX_WINDOW = 0xFFFF
+#: Our own bound on outstanding operations where a window says 0 (unlimited): the
+#: most we answer in an A-ASSOCIATE-AC, and the most we run or invoke at once.
+OPERATIONS_WINDOW_CAP = 128
 
 
 def check_request(
@@ -250,15 +253,16 @@ def negotiate_window(
     Both AC values limit the REQUESTOR: invoked = operations it may invoke (we perform
     them, so capped by our ``maximum_performed``); performed = operations it must perform
     (we invoke them, capped by our ``maximum_invoked``). Each is at most the proposed
-    value; 0 means unlimited on either side. No proposal: no answer, both windows are 1.
+    value; 0 means unlimited on either side, but we never answer more than
+    :data:`OPERATIONS_WINDOW_CAP` (nor 0). No proposal: no answer, both windows are 1.
     """
     _check_window_cap(maximum_invoked, "maximum_invoked")
     _check_window_cap(maximum_performed, "maximum_performed")
     if proposed is None:
         return None
     return AsynchronousOperationsWindow(
-        _min_limit(proposed.maximum_invoked, maximum_performed),
-        _min_limit(proposed.maximum_performed, maximum_invoked),
+        _min_limit(_min_limit(proposed.maximum_invoked, maximum_performed), OPERATIONS_WINDOW_CAP),
+        _min_limit(_min_limit(proposed.maximum_performed, maximum_invoked), OPERATIONS_WINDOW_CAP),
     )
 
 

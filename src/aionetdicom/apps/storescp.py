@@ -1,6 +1,7 @@
 """storescp: a Storage SCP (plus Verification) saving what it receives, like DCMTK's storescp.
 
-Each instance received with C-STORE is written atomically as
+Each instance received with C-STORE goes to disk while it arrives (memory stays
+bounded whatever its size) and is renamed, once complete and fsync'd, to
 ``<output directory>/<SOP Instance UID>.dcm`` (with ``--sort-by-study``, in a
 subfolder named after its Study Instance UID), the data set bytes exactly as received.
 A SOP Instance UID or Study Instance UID that cannot name a file (not a valid UID) is
@@ -133,9 +134,12 @@ def storage_transfer_syntaxes(syntaxes: Sequence[str]) -> tuple[str, ...]:
     return (*compressed, *uncompressed, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN)
 
 
-def _study_instance_uid(request: StoreRequest) -> str:
-    """The instance's Study Instance UID, as text ("" if missing); decodes the data set."""
-    value = request.dataset.get("StudyInstanceUID")
+async def _study_instance_uid(request: StoreRequest) -> str:
+    """The instance's Study Instance UID, as text ("" if missing).
+
+    Parses only the start of the data set as it arrives (up to Pixel Data).
+    """
+    value = (await request.peek()).get("StudyInstanceUID")
     return "" if value is None else str(value)
 
 
@@ -166,7 +170,7 @@ def make_ae(args: argparse.Namespace, log: logging.Logger, output: Path | None =
         )
         return SUCCESS
 
-    @ae.on_store
+    @ae.on_store(streaming=True)
     async def on_store(request: StoreRequest) -> int:
         name = sop_classes.sop_class_name(request.sop_class_uid)
         log.info(
@@ -177,7 +181,7 @@ def make_ae(args: argparse.Namespace, log: logging.Logger, output: Path | None =
         target = Path(folder)
         if args.sort_by_study:
             try:
-                study = await anyio.to_thread.run_sync(_study_instance_uid, request)
+                study = await _study_instance_uid(request)
             except DatasetError as exc:
                 log.error("Cannot read the data set of %s: %s", request.sop_instance_uid, exc)
                 return DEFAULT_STORE_STATUS
@@ -189,8 +193,9 @@ def make_ae(args: argparse.Namespace, log: logging.Logger, output: Path | None =
                 )
                 return DEFAULT_STORE_STATUS
             target = target / study
-        # An invalid SOP Instance UID raises InvalidSOPInstanceUID: the library answers
-        # 0x0117 and writes nothing; a full disk gets 0xA700.
+        # The data set goes to disk as it arrives. An invalid SOP Instance UID raises
+        # InvalidSOPInstanceUID: the library answers 0x0117 and writes nothing; UIDs
+        # that disagree with the command get 0xA900; a full disk gets 0xA700.
         path = await request.save_to(target)
         log.debug("Stored %s", path)
         return SUCCESS
