@@ -56,7 +56,6 @@ from dataclasses import replace
 from typing import Literal, TypeVar, Union, cast, overload
 
 import anyio
-from anyio.abc import SocketListener
 
 from aionetdicom.acse.acceptor import (
     check_request,
@@ -86,7 +85,7 @@ from aionetdicom.association import (
     Timeouts,
     _Notifier,
 )
-from aionetdicom.dimse.command_set import CommandField, make_command
+from aionetdicom.dimse.command_set import Command, CommandField, make_command
 from aionetdicom.dimse.fragments import AssembledMessage
 from aionetdicom.errors import (
     ACSETimeout,
@@ -118,7 +117,7 @@ from aionetdicom.server import DEFAULT_SHUTDOWN_GRACE, Server
 from aionetdicom.services.storage_scp import serve_store
 from aionetdicom.services.verification import EchoRequest, serve_echo
 from aionetdicom.sop_classes import STORAGE_SOP_CLASSES
-from aionetdicom.transport import connect
+from aionetdicom.transport import TCPListener, connect, listen_tcp
 from aionetdicom.ul import events as ul
 from aionetdicom.ul.connection import Role, ULConnection
 from aionetdicom.ul.fsm import State
@@ -145,6 +144,8 @@ MoveDestinationHandler = Callable[..., Awaitable[Union[tuple[str, int], None]]]
 
 #: Connections that have not sent their A-ASSOCIATE-RQ yet, at most, by default.
 DEFAULT_MAXIMUM_PENDING_CONNECTIONS = 256
+#: Largest data set received into memory by default (streamed ones are not bounded).
+DEFAULT_MAXIMUM_DATASET_SIZE = 1024 * 1024 * 1024
 
 #: Where ``serve`` listens: a host, several hosts (same port), or (host, port) pairs.
 ListenAddresses = Union[str, Sequence[str], Sequence[tuple[str, int]]]
@@ -252,11 +253,21 @@ class _Registrar:
 
     @overload
     def __call__(
-        self, handler: None = None, /, *, sop_class: str | Iterable[str] | None = None
+        self,
+        handler: None = None,
+        /,
+        *,
+        sop_class: str | Iterable[str] | None = None,
+        streaming: bool = False,
     ) -> Callable[[_F], _F]: ...
 
     def __call__(
-        self, handler: _F | None = None, /, *, sop_class: str | Iterable[str] | None = None
+        self,
+        handler: _F | None = None,
+        /,
+        *,
+        sop_class: str | Iterable[str] | None = None,
+        streaming: bool = False,
     ) -> _F | Callable[[_F], _F]:
         if handler is not None:
             self._registry.register(self._service, handler)
@@ -268,10 +279,12 @@ class _Registrar:
             uids = [sop_class]
         else:
             uids = list(sop_class)
+        if streaming and self._service is not Service.C_STORE:
+            raise ValueError(f"streaming= applies to on_store, not {self._service.value}")
 
         def decorate(function: _F) -> _F:
             for uid in uids:
-                self._registry.register(self._service, function, sop_class=uid)
+                self._registry.register(self._service, function, sop_class=uid, streaming=streaming)
             return function
 
         return decorate
@@ -328,6 +341,9 @@ class AE:
     handler may take before its service answers with a failure status
     (``"dimse"``, the default: the DIMSE timeout; None: no limit);
     ``supported_contexts`` (see also :meth:`add_storage_contexts`);
+    ``maximum_dataset_size``, the largest data set held in memory (default 1 GiB;
+    a C-STORE handler registered with ``streaming=True`` is bounded by
+    ``maximum_streamed_dataset_size`` instead, default unlimited);
     ``accept_any_abstract_syntax`` accepts every proposed abstract syntax with the
     default transfer syntaxes, the way to accept any storage SOP class (private
     ones too): the C-STORE service then answers 0x0122 for a SOP class without a
@@ -335,7 +351,11 @@ class AE:
     """
 
     on_echo = _ServiceDecorator(Service.C_ECHO, "status; default Success without one")
-    on_store = _ServiceDecorator(Service.C_STORE, "StoreRequest -> status")
+    on_store = _ServiceDecorator(
+        Service.C_STORE,
+        "StoreRequest -> status; ``streaming=True``: called when the command arrives, the "
+        "data set is read while it arrives, e.g. by ``await request.save_to(folder)``",
+    )
     on_find = _ServiceDecorator(Service.C_FIND, "see services.qr_scp")
     on_get = _ServiceDecorator(Service.C_GET, "see services.qr_scp")
     on_move = _ServiceDecorator(Service.C_MOVE, "see services.qr_scp")
@@ -368,6 +388,8 @@ class AE:
         implementation_class_uid: str = IMPLEMENTATION_CLASS_UID,
         implementation_version_name: str | None = IMPLEMENTATION_VERSION_NAME,
         known_aes: Mapping[str, tuple[str, int]] | None = None,
+        maximum_dataset_size: int | None = DEFAULT_MAXIMUM_DATASET_SIZE,
+        maximum_streamed_dataset_size: int | None = None,
     ) -> None:
         self.ae_title = validate_ae_title(ae_title)
         if maximum_pdu_length < 0 or maximum_pdu_length > 0xFFFFFFFF:
@@ -397,6 +419,11 @@ class AE:
         self.maximum_operations_invoked = maximum_operations_invoked
         self.maximum_operations_performed = maximum_operations_performed
         self.maximum_associate_length = maximum_associate_length
+        #: Largest data set received into memory (to a non-streaming handler or as a
+        #: response); a larger one aborts the association. None: no limit.
+        self.maximum_dataset_size = maximum_dataset_size
+        #: Largest data set streamed to a handler (written to disk as it arrives).
+        self.maximum_streamed_dataset_size = maximum_streamed_dataset_size
         self.implementation_class_uid = implementation_class_uid
         self.implementation_version_name = implementation_version_name
         #: The application's handlers, per DIMSE service and optionally per SOP class.
@@ -624,6 +651,7 @@ class AE:
         assoc = Association(self, stream, connection, timeouts=timeouts, send_cap=DEFAULT_SEND_CAP)
         assoc.request = request
         assoc.request_handler = self._dispatch
+        assoc.stream_policy = self._streams_dataset
         notifier = self._make_notifier(assoc)
         if notifier is None:
             async with self._requested(assoc, connection, request, host, port) as ready:
@@ -727,11 +755,11 @@ class AE:
             response.user_information.maximum_length, DEFAULT_SEND_CAP
         )
         assoc.set_operations_window(
-            effective_window(
+            *effective_window(
                 request.user_information.asynchronous_operations_window,
                 response.user_information.asynchronous_operations_window,
                 requestor=True,
-            ).may_invoke
+            )
         )
         assoc._notify("accepted")
         assoc.log.info(
@@ -765,11 +793,10 @@ class AE:
         rest.
         """
         addresses = _listen_addresses(host, port)
-        listeners: list[SocketListener] = []
+        listeners: list[TCPListener] = []
         try:
             for address, each_port in addresses:
-                multi = await anyio.create_tcp_listener(local_host=address, local_port=each_port)
-                listeners.extend(cast(SocketListener, each) for each in multi.listeners)
+                listeners.extend(await listen_tcp(address, each_port))
         except BaseException:
             with anyio.CancelScope(shield=True):
                 for listener in listeners:
@@ -788,6 +815,19 @@ class AE:
         """Serve until cancelled (then shut down gracefully, see :meth:`serve`)."""
         async with self.serve(host, port, shutdown_grace=shutdown_grace) as server:
             await server.wait_closed()
+
+    def _streams_dataset(self, assoc: Association, command: Command) -> bool:
+        """True for a C-STORE-RQ whose handler was registered with ``streaming=True``."""
+        if command.get("CommandField") != CommandField.C_STORE_RQ:
+            return False
+        service = self._services.get(CommandField.C_STORE_RQ)
+        if service is not serve_store:
+            accepts = getattr(service, "accepts_stream", None)
+            return bool(accepts is not None and accepts(assoc, command))
+        sop_class = command.get("AffectedSOPClassUID")
+        return self.handlers.is_streaming(
+            Service.C_STORE, sop_class if isinstance(sop_class, str) and sop_class else None
+        )
 
     async def _dispatch(self, assoc: Association, message: AssembledMessage) -> None:
         """Hand a received DIMSE request to the service for its command field."""
@@ -937,13 +977,14 @@ class AE:
             request.user_information.maximum_length, DEFAULT_SEND_CAP
         )
         assoc.set_operations_window(
-            effective_window(
+            *effective_window(
                 request.user_information.asynchronous_operations_window,
                 response.user_information.asynchronous_operations_window,
                 requestor=False,
-            ).may_invoke
+            )
         )
         assoc.request_handler = self._dispatch
+        assoc.stream_policy = self._streams_dataset
         connection.accept(response)
         await assoc._flush()
         if assoc.is_established:

@@ -34,16 +34,18 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 import anyio
 from anyio.abc import ByteStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from aionetdicom.acse.acceptor import OPERATIONS_WINDOW_CAP
 from aionetdicom.acse.contexts import NegotiatedContext
+from aionetdicom.dataset_stream import DatasetStream
 from aionetdicom.dimse.command_set import (
     Command,
     CommandField,
@@ -51,7 +53,7 @@ from aionetdicom.dimse.command_set import (
     is_response,
     make_command,
 )
-from aionetdicom.dimse.fragments import AssembledMessage, MessageAssembler
+from aionetdicom.dimse.fragments import AssembledMessage, DatasetFragment, MessageAssembler
 from aionetdicom.dimse.packing import LengthMismatch, StreamPacker, pack_message
 from aionetdicom.dimse.status import Status
 from aionetdicom.errors import (
@@ -93,7 +95,12 @@ _CANCELLABLE = frozenset({CommandField.C_FIND_RQ, CommandField.C_GET_RQ, Command
 WRITE_COALESCE_BYTES = 4 * 1024 * 1024
 
 #: A service for requests received on an association: (association, message) -> None.
+#: A handler function may carry an ``accepts_stream(assoc, command) -> bool`` attribute:
+#: True for a command makes its data set arrive as ``message.stream`` (see
+#: :mod:`aionetdicom.dataset_stream`) instead of in ``message.dataset``.
 RequestHandler = Callable[["Association", AssembledMessage], Awaitable[None]]
+#: Decides whether a received request's data set is streamed to its handler.
+StreamPolicy = Callable[["Association", Command], bool]
 
 #: The association notifications, in the order they can happen.
 AssociationEventKind = Literal["requested", "accepted", "rejected", "released", "aborted"]
@@ -300,14 +307,29 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         self.ae = ae
         self.id = next(_ids)
         self._stream = stream
+        # Zero-copy paths of streams that offer them (aionetdicom.socket_stream).
+        self._receive_into: Callable[[memoryview], Awaitable[int]] | None = getattr(
+            stream, "receive_into", None
+        )
+        self._send_buffers: Callable[[Sequence[Buffer]], Awaitable[None]] | None = getattr(
+            stream, "send_buffers", None
+        )
         self._conn = connection
         self.timeouts = timeouts
         self._send_cap = send_cap
         self._send_lock = anyio.Lock()
-        self._assembler = MessageAssembler()
+        self._assembler = MessageAssembler(
+            stream_dataset=self._wants_stream,
+            max_dataset_length=getattr(ae, "maximum_dataset_size", None),
+            max_streamed_dataset_length=getattr(ae, "maximum_streamed_dataset_size", None),
+        )
+        #: The streamed data set being received, if any (one message at a time).
+        self._incoming: DatasetStream | None = None
         self._waiters: dict[int, MemoryObjectSendStream[AssembledMessage]] = {}
         self._abandoned: dict[int, Callable[[], None] | None] = {}
         self._invoke_slots: anyio.Semaphore | None = anyio.Semaphore(1)
+        # Requests of the peer we serve at once: the window we accepted to perform.
+        self._perform_slots = anyio.Semaphore(1)
         self._slot_holders: set[int] = set()
         self._owed_responses = 0
         self._last_received = 0.0
@@ -331,6 +353,10 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         #: Per-command-field handlers that take precedence on this association only,
         #: e.g. the C-STORE sub-operations of a running C-GET.
         self.request_handlers: dict[int, RequestHandler] = {}
+        #: Whether a request's data set is streamed to the AE's handler (set by the AE).
+        self.stream_policy: StreamPolicy | None = None
+        #: Bytes of a streamed data set buffered ahead of its handler.
+        self.stream_buffer = 4 * 1024 * 1024
         #: The A-ABORT or protocol error that ended the association, if any.
         self.abort_reason: AssociationAborted | None = None
         # Guards of the requests being served, by the request's Message ID.
@@ -467,11 +493,21 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         conn = self._conn
         timeout = self.timeouts.acse if conn.artim_running else self.timeouts.network
         data: bytes | None = None
+        filled = 0
         with anyio.move_on_after(math.inf if timeout is None else timeout) as scope:
             try:
-                data = await self._stream.receive(RECEIVE_SIZE)
+                into = conn.receive_buffer() if self._receive_into is not None else None
+                if into is not None:
+                    assert self._receive_into is not None
+                    # The rest of a PDU body: read it where the PDU will be decoded.
+                    filled = await self._receive_into(into)
+                    if not filled:
+                        raise anyio.EndOfStream
+                else:
+                    data = await self._stream.receive(RECEIVE_SIZE)
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 data = None
+                filled = 0
         if scope.cancelled_caught:
             if conn.artim_running:
                 events = conn.artim_expired()
@@ -484,6 +520,9 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
                 where = "in the middle of a PDU" if conn.in_pdu else "while idle"
                 self._fail(NetworkTimeout(f"no data from the peer for {timeout} s {where}"))
                 events = conn.abort(AbortSource.SERVICE_PROVIDER, AbortReason.NOT_SPECIFIED)
+        elif filled:
+            self._last_received = anyio.current_time()
+            events = conn.received_into(filled)
         elif data is None:
             events = conn.receive_eof()
         else:
@@ -518,11 +557,13 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         data = self._conn.data_to_send()
         if not data:
             return
-        payload = bytes(data[0]) if len(data) == 1 else b"".join(data)
         timeout = self.timeouts.network
         try:
             with anyio.fail_after(math.inf if timeout is None else timeout):
-                await self._stream.send(payload)
+                if self._send_buffers is not None:
+                    await self._send_buffers(data)  # scatter/gather: no joined copy
+                else:
+                    await self._stream.send(bytes(data[0]) if len(data) == 1 else b"".join(data))
         except TimeoutError:
             self._fail(NetworkTimeout(f"the peer did not read what we sent for {timeout} s"))
             await self._close_stream()
@@ -542,6 +583,9 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         if self._failure is None:
             self._failure = error
             self.log.info("association #%d ended: %s", self.id, error)
+        if self._incoming is not None:
+            self._incoming.fail(self._failure)
+            self._incoming = None
 
     def _finish(self) -> None:
         if self._failure is None:
@@ -595,8 +639,19 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
                     self._protocol_abort(exc)
                     await self._flush()
                     return
-                if message is not None:
-                    await self._on_message(message)
+                if message is None:
+                    continue
+                if isinstance(message, DatasetFragment):
+                    incoming = self._incoming
+                    if message.is_last:
+                        self._incoming = None
+                    if incoming is not None:
+                        await incoming.put(message.data, message.is_last)
+                    continue
+                if message.streamed:
+                    self._incoming = DatasetStream(self.stream_buffer)
+                    message = replace(message, stream=self._incoming)
+                await self._on_message(message)
         elif isinstance(event, ul.ReleaseRequested):
             if event.collision:
                 self._note_end("released", "local")
@@ -632,6 +687,18 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         self._fail(aborted)
         self._note_end("aborted", "local", aborted)
         self._conn.abort(AbortSource.SERVICE_PROVIDER, error.abort_reason)
+
+    def _wants_stream(self, command: Command) -> bool:
+        """Whether the handler of request ``command`` takes its data set as a stream."""
+        field = command.get("CommandField")
+        if not isinstance(field, int) or is_response(field):
+            return False
+        override = self.request_handlers.get(field)
+        if override is not None:
+            accepts = getattr(override, "accepts_stream", None)
+            return bool(accepts is not None and accepts(self, command))
+        policy = self.stream_policy
+        return policy is not None and policy(self, command)
 
     def _is_accepted_context(self, context_id: int) -> bool:
         for context in self.contexts:
@@ -705,11 +772,21 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         self._owed_responses += 1
         what = _field_name(field) if isinstance(field, int) else "request"
         comment = ""
+        slot = self._perform_slots if service is not None else None
+        holding = False
         try:
+            if slot is not None:
+                try:
+                    slot.acquire_nowait()  # no checkpoint: start at once when free
+                except anyio.WouldBlock:
+                    await slot.acquire()
+                holding = True
             with anyio.CancelScope() as scope:
                 answering.scope = scope
                 if limit is not None:
                     scope.deadline = anyio.current_time() + limit
+                if message.stream is not None:
+                    message.stream.on_progress = answering.progressed
                 try:
                     await handler(self, message)
                 except DicomNetworkError as exc:
@@ -736,9 +813,19 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
                     limit,
                 )
                 comment = "Handler timed out"
+            if message.stream is not None and not message.stream.complete:
+                # The peer is still sending the data set: take the rest before answering.
+                message.stream.discard()
+                with suppress(DicomNetworkError):
+                    await message.stream.wait_finished()
             if comment and service is not None and not answering.final_sent:
                 await self._send_failure(message, service, comment)
         finally:
+            if message.stream is not None:
+                message.stream.discard()
+            if holding:
+                assert slot is not None
+                slot.release()
             self._owed_responses -= 1
             if tracked:
                 self._answering.pop(message_id, None)  # type: ignore[arg-type]
@@ -923,9 +1010,15 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         else:
             answering.finished()
 
-    def set_operations_window(self, maximum_invoked: int) -> None:
-        """Allow ``maximum_invoked`` outstanding requests (0: unlimited); others queue."""
-        self._invoke_slots = None if maximum_invoked == 0 else anyio.Semaphore(maximum_invoked)
+    def set_operations_window(self, maximum_invoked: int, maximum_performed: int = 1) -> None:
+        """Allow ``maximum_invoked`` outstanding requests of ours (others queue) and serve
+        up to ``maximum_performed`` of the peer's at once (later ones wait to start).
+
+        0 means unlimited in the negotiation and here stands for
+        :data:`~aionetdicom.acse.acceptor.OPERATIONS_WINDOW_CAP`.
+        """
+        self._invoke_slots = anyio.Semaphore(maximum_invoked or OPERATIONS_WINDOW_CAP)
+        self._perform_slots = anyio.Semaphore(maximum_performed or OPERATIONS_WINDOW_CAP)
 
     async def _register_waiter(
         self, message_id: int

@@ -56,6 +56,7 @@ class HandlerRegistry:
 
     def __init__(self) -> None:
         self._handlers: dict[tuple[Service, str | None], Handler] = {}
+        self._streaming: set[tuple[Service, str | None]] = set()
 
     def __repr__(self) -> str:
         keys = ", ".join(
@@ -63,15 +64,41 @@ class HandlerRegistry:
         )
         return f"<HandlerRegistry {keys}>"
 
-    def register(self, service: Service, handler: Handler, *, sop_class: str | None = None) -> None:
-        """Use ``handler`` for ``service`` (only for ``sop_class`` when given)."""
+    def register(
+        self,
+        service: Service,
+        handler: Handler,
+        *,
+        sop_class: str | None = None,
+        streaming: bool = False,
+    ) -> None:
+        """Use ``handler`` for ``service`` (only for ``sop_class`` when given).
+
+        ``streaming`` (C-STORE only): the handler is called as soon as the command
+        arrives and reads the data set while it arrives (see
+        :class:`~aionetdicom.services.storage.StoreRequest`).
+        """
         if not callable(handler):
             raise TypeError(f"handler for {service.value} must be callable, not {handler!r}")
-        self._handlers[(service, sop_class)] = handler
+        if streaming and service is not Service.C_STORE:
+            raise ValueError(f"streaming= applies to C-STORE handlers, not {service.value}")
+        key = (service, sop_class)
+        self._handlers[key] = handler
+        if streaming:
+            self._streaming.add(key)
+        else:
+            self._streaming.discard(key)
 
     def unregister(self, service: Service, *, sop_class: str | None = None) -> None:
         """Remove a registration; no error when there is none."""
         self._handlers.pop((service, sop_class), None)
+        self._streaming.discard((service, sop_class))
+
+    def is_streaming(self, service: Service, sop_class: str | None = None) -> bool:
+        """Whether the handler :meth:`lookup` finds was registered with ``streaming=True``."""
+        if sop_class is not None and (service, sop_class) in self._handlers:
+            return (service, sop_class) in self._streaming
+        return (service, None) in self._streaming
 
     def lookup(self, service: Service, sop_class: str | None = None) -> Handler | None:
         """The handler for ``sop_class`` under ``service``, else the service-wide one."""

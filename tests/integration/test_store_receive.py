@@ -284,7 +284,7 @@ async def test_handler_returning_no_status(caplog: pytest.LogCaptureFixture) -> 
         async with store_pair(handler) as assoc:
             status = await assoc.store(make_ct(seed=11))
     assert int(status) == 0xC211
-    assert any("not a status" in r.getMessage() for r in caplog.records)
+    assert any("not an int status" in r.getMessage() for r in caplog.records)
 
 
 async def test_disk_full_answers_out_of_resources(

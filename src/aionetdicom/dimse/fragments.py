@@ -3,20 +3,30 @@
 A message is its command set, then (if CommandDataSetType says so) its data set,
 each cut into PDVs on one presentation context, with the last-fragment bit on the
 final PDV of each. Messages are not interleaved, so one is assembled at a time.
+
+A data set is either gathered into one ``bytes`` value, or, when the assembler's
+``stream_dataset`` callback says so for the command, handed on fragment by fragment
+(:class:`DatasetFragment`) so that the I/O layer can pass it to a consumer as it
+arrives, with memory bounded whatever the data set's size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aionetdicom.dimse.command_set import Command, decode_command
 from aionetdicom.errors import ProtocolError
 from aionetdicom.pdu.pdus import PDV, Buffer
 
+if TYPE_CHECKING:
+    from aionetdicom.dataset_stream import DatasetStream
+
 __all__ = [
     "DEFAULT_MAX_COMMAND_LENGTH",
     "AssembledMessage",
+    "DatasetFragment",
     "MessageAssembler",
     "fragment",
 ]
@@ -45,11 +55,26 @@ def fragment(context_id: int, is_command: bool, data: Buffer, max_pdv_data: int)
 
 @dataclass(frozen=True, slots=True)
 class AssembledMessage:
-    """A complete DIMSE message: decoded command set and raw data set bytes."""
+    """A DIMSE message: decoded command set and raw data set bytes.
+
+    ``streamed`` is True when the data set was not gathered (``dataset`` is None) but
+    follows as :class:`DatasetFragment` values; the I/O layer then attaches the
+    ``stream`` its consumer reads them from.
+    """
 
     context_id: int
     command: Command
     dataset: bytes | None
+    streamed: bool = False
+    stream: DatasetStream | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetFragment:
+    """A piece of a streamed data set; ``is_last`` on the final one."""
+
+    data: Buffer
+    is_last: bool
 
 
 def _keepable(chunk: Buffer) -> Buffer:
@@ -74,8 +99,11 @@ class MessageAssembler:
         "_command",
         "_context_id",
         "_size",
+        "_streaming",
         "max_command_length",
         "max_dataset_length",
+        "max_streamed_dataset_length",
+        "stream_dataset",
     )
 
     def __init__(
@@ -83,11 +111,19 @@ class MessageAssembler:
         *,
         max_command_length: int = DEFAULT_MAX_COMMAND_LENGTH,
         max_dataset_length: int | None = None,
+        max_streamed_dataset_length: int | None = None,
+        stream_dataset: Callable[[Command], bool] | None = None,
     ) -> None:
         self.max_command_length = max_command_length
+        #: Largest data set gathered in memory (None: no limit).
         self.max_dataset_length = max_dataset_length
+        #: Largest data set handed on as fragments (None: no limit).
+        self.max_streamed_dataset_length = max_streamed_dataset_length
+        #: Asked once a command with a data set is complete: True streams the data set.
+        self.stream_dataset = stream_dataset
         self._context_id: int | None = None
         self._command: Command | None = None
+        self._streaming = False
         self._chunks: list[Buffer] = []
         self._size = 0
 
@@ -100,15 +136,25 @@ class MessageAssembler:
         """Drop any partial message."""
         self._context_id = None
         self._command = None
+        self._streaming = False
         self._chunks = []
         self._size = 0
+
+    @property
+    def streaming(self) -> bool:
+        """True while a streamed data set is arriving."""
+        return self._streaming
 
     def _fail(self, message: str) -> ProtocolError:
         self.reset()
         return ProtocolError(message)
 
-    def feed(self, pdv: PDV) -> AssembledMessage | None:
-        """Take one PDV; return the message it completes, else None."""
+    def feed(self, pdv: PDV) -> AssembledMessage | DatasetFragment | None:
+        """Take one PDV; return the message it completes, else None.
+
+        For a streamed data set the command gives an :class:`AssembledMessage` with
+        ``streamed=True`` and each data set PDV a :class:`DatasetFragment`.
+        """
         context_id = pdv.context_id
         if self._context_id is None:
             if not pdv.is_command:
@@ -134,6 +180,14 @@ class MessageAssembler:
             )
 
         size = self._size + len(pdv.data)
+        if self._streaming:
+            limit = self.max_streamed_dataset_length
+            if limit is not None and size > limit:
+                raise self._fail(f"data set exceeds the limit of {limit} bytes")
+            self._size = size
+            if pdv.is_last:
+                self.reset()
+            return DatasetFragment(_keepable(pdv.data), pdv.is_last)
         if self._command is None:
             if size > self.max_command_length:
                 raise self._fail(
@@ -162,6 +216,10 @@ class MessageAssembler:
                 self._command = command
                 self._chunks = []
                 self._size = 0
+                decide = self.stream_dataset
+                if decide is not None and decide(command):
+                    self._streaming = True
+                    return AssembledMessage(context_id, command, None, streamed=True)
                 return None
             self.reset()
             return AssembledMessage(context_id, command, None)

@@ -29,16 +29,24 @@ an async handler whose return value is the response status. ``save_to`` writes a
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import pathlib
 import secrets
 import struct
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
+import zlib
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import aclosing, suppress
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO, Union, cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, BinaryIO, Union, cast
 
 import anyio
 
@@ -53,11 +61,14 @@ from aionetdicom.acse.contexts import (
     PresentationContext,
     is_valid_uid,
 )
+from aionetdicom.dataset_prefix import PIXEL_DATA, prefix_end
 from aionetdicom.datasets import (
     UNCOMPRESSED_TRANSFER_SYNTAXES,
     DatasetError,
     decode_dataset,
     encode_dataset,
+    encoding_of,
+    inflate,
     read_file_meta,
 )
 from aionetdicom.dimse.command_set import (
@@ -66,22 +77,24 @@ from aionetdicom.dimse.command_set import (
     Priority,
     command_priority,
     make_command,
-    set_if_valid,
 )
 from aionetdicom.dimse.status import Status
 from aionetdicom.errors import NegotiationError
+from aionetdicom.pdu.pdus import Buffer
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset, FileMetaDataset
 
     from aionetdicom.association import Association, RequestHandler
-    from aionetdicom.dimse.fragments import AssembledMessage
+    from aionetdicom.dataset_stream import DatasetStream
 
 __all__ = [
+    "DATASET_MISMATCH",
     "DEFAULT_STORE_STATUS",
     "INVALID_SOP_INSTANCE",
     "MAX_PRESENTATION_CONTEXTS",
     "OUT_OF_RESOURCES",
+    "DatasetMismatch",
     "InvalidSOPInstanceUID",
     "StorageOperations",
     "StoreHandler",
@@ -108,6 +121,13 @@ MAX_PRESENTATION_CONTEXTS = 128
 INFLATE_LIMIT = 1 << 31
 #: A file sent as it is is read in chunks of this size, never whole.
 STREAM_CHUNK_BYTES = 1024 * 1024
+#: A streamed data set is written to disk in batches of about this many bytes.
+SAVE_BATCH_BYTES = 4 * 1024 * 1024
+#: Most bytes of a data set :meth:`StoreRequest.peek` reads to find its leading elements.
+PEEK_LIMIT = 16 * 1024 * 1024
+#: "Error: Data Set does not match SOP Class" (A9xx): the data set's UIDs are not the
+#: command's.
+DATASET_MISMATCH = 0xA900
 #: Files whose data set is at most this long are read whole (fewer thread hops for the
 #: typical image); larger ones are streamed in chunks of :data:`STREAM_CHUNK_BYTES`.
 SMALL_FILE_BYTES = 4 * 1024 * 1024
@@ -130,7 +150,6 @@ _ENCODINGS = {
     (False, False): EXPLICIT_VR_BIG_ENDIAN,
 }
 _BULK_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData", "EncapsulatedDocument")
-_OUT_OF_SPACE = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 
 
 def _name(uid: str) -> str:
@@ -539,6 +558,10 @@ class InvalidSOPInstanceUID(ValueError):
     """A received SOP Instance UID is not a valid UID, so it cannot name a file."""
 
 
+class DatasetMismatch(ValueError):
+    """The data set's SOP Class/Instance UIDs are not the command's (status 0xA900)."""
+
+
 _META_VRS = {
     0x0001: b"OB",
     0x0002: b"UI",
@@ -596,7 +619,7 @@ def _check_file_uid(uid: str) -> str:
     )
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
+def _write_all(fd: int, data: Buffer) -> None:
     """Write all of ``data`` to ``fd`` (tests replace this to simulate a full disk)."""
     view = memoryview(data)
     while view:
@@ -617,49 +640,105 @@ def _fsync_directory(folder: pathlib.Path) -> None:
         os.close(fd)
 
 
-def _write_atomically(
-    folder: pathlib.Path, name: str, header: bytes, raw: bytes | memoryview
-) -> pathlib.Path:
-    """Write ``header`` + ``raw`` to ``folder/name`` via a synced temporary file and rename."""
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / name
-    temporary = folder / f".{name}.{secrets.token_hex(6)}.part"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    fd = os.open(temporary, flags, 0o666)
-    try:
-        try:
-            _write_all(fd, header)
-            _write_all(fd, raw)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, final)
-    except BaseException:
+class _PartFile:
+    """A temporary file in the destination folder that becomes ``name`` only when complete.
+
+    Written by worker threads, one call at a time; :meth:`discard` (safe from the event
+    loop: close and unlink) removes it on any failure, so no partial file is left.
+    """
+
+    __slots__ = ("fd", "final", "folder", "temporary")
+
+    def __init__(self, folder: pathlib.Path, name: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.final = folder / name
+        self.temporary = folder / f".{name}.{secrets.token_hex(6)}.part"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        self.fd: int | None = os.open(self.temporary, flags, 0o666)
+
+    def write(self, buffers: Sequence[Buffer]) -> None:
+        assert self.fd is not None
+        for buffer in buffers:
+            _write_all(self.fd, buffer)
+
+    def finish(self, buffers: Sequence[Buffer]) -> pathlib.Path:
+        """Write the rest, fsync, close and rename into place (then sync the folder)."""
+        self.write(buffers)
+        assert self.fd is not None
+        os.fsync(self.fd)
+        fd, self.fd = self.fd, None
+        os.close(fd)
+        os.replace(self.temporary, self.final)
+        _fsync_directory(self.folder)
+        return self.final
+
+    def discard(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            with suppress(OSError):
+                os.close(fd)
         with suppress(OSError):
-            os.unlink(temporary)
+            os.unlink(self.temporary)
+
+
+def _write_atomically(folder: pathlib.Path, name: str, header: bytes, raw: Buffer) -> pathlib.Path:
+    """Write ``header`` + ``raw`` to ``folder/name`` via a synced temporary file and rename."""
+    part = _PartFile(folder, name)
+    try:
+        return part.finish([header, raw])
+    except BaseException:
+        part.discard()
         raise
-    _fsync_directory(folder)
-    return final
 
 
-@dataclass(eq=False)
 class StoreRequest:
     """A C-STORE request received: what a store handler gets.
 
-    ``raw`` is the data set exactly as received, in ``transfer_syntax``; ``dataset``
-    decodes it (with pydicom) on first access only.
+    The data set is in the presentation context's ``transfer_syntax``. A handler
+    registered normally gets it whole: ``raw`` (the bytes as received) and ``dataset``
+    (decoded by pydicom on first access). A handler registered with
+    ``@ae.on_store(streaming=True)`` is called as soon as the command arrives, while
+    the data set is still arriving; it reads it with :meth:`save_to` (straight to
+    disk), :meth:`chunks`, :meth:`read` or :meth:`peek`, in bounded memory (see
+    :mod:`aionetdicom.dataset_stream`). Those four work in both modes, so one handler
+    serves either; ``raw`` and ``dataset`` need the whole data set (after ``read``).
     """
 
-    assoc: Association
-    context: NegotiatedContext
-    command: Command
-    raw: bytes
-    _dataset: Dataset | None = field(default=None, init=False, repr=False)
+    def __init__(
+        self,
+        assoc: Association,
+        context: NegotiatedContext,
+        command: Command,
+        raw: bytes | None = None,
+        *,
+        stream: DatasetStream | None = None,
+    ) -> None:
+        if (raw is None) == (stream is None):
+            raise ValueError("a StoreRequest has either the data set bytes or their stream")
+        self.assoc = assoc
+        self.context = context
+        self.command = command
+        #: Where :meth:`save_to` stored the instance (None until then).
+        self.path: pathlib.Path | None = None
+        self._raw = raw
+        self._stream = stream
+        self._dataset: Dataset | None = None
+        # Streaming: fragments taken from the stream to look at, replayed by chunks().
+        self._head: list[Buffer] = []
+        self._prefix = bytearray()  # the head joined (inflated when Deflated)
+        self._inflater: Any = None
+        self._consumed = False
 
     def __repr__(self) -> str:
+        if self._raw is not None:
+            size = f"{len(self._raw)} bytes"
+        else:
+            assert self._stream is not None
+            size = f"streamed, {self._stream.received} bytes so far"
         return (
             f"<StoreRequest message {self.message_id} {_name(self.sop_class_uid)} "
-            f"{self.sop_instance_uid} ({len(self.raw)} bytes)>"
+            f"{self.sop_instance_uid} ({size})>"
         )
 
     def _text(self, keyword: str) -> str:
@@ -684,7 +763,7 @@ class StoreRequest:
 
     @property
     def transfer_syntax(self) -> str:
-        """The transfer syntax ``raw`` is encoded in (the presentation context's)."""
+        """The transfer syntax of the data set (the presentation context's)."""
         return self.context.transfer_syntax
 
     @property
@@ -705,13 +784,138 @@ class StoreRequest:
         return value if isinstance(value, int) else None
 
     @property
-    def dataset(self) -> Dataset:
-        """The data set decoded by pydicom (on first access; raises DatasetError)."""
-        if self._dataset is None:
-            self._dataset = decode_dataset(
-                self.raw, self.transfer_syntax, inflate_limit=INFLATE_LIMIT
+    def is_streaming(self) -> bool:
+        """True when the data set arrives as a stream (``streaming=True`` handler)."""
+        return self._stream is not None
+
+    @property
+    def raw(self) -> bytes:
+        """The data set exactly as received (streaming: only after :meth:`read`)."""
+        if self._raw is None:
+            raise RuntimeError(
+                "the data set of this request is streamed: use await request.read() "
+                "(or save_to, chunks, peek) instead of request.raw"
             )
+        return self._raw
+
+    @property
+    def dataset(self) -> Dataset:
+        """The data set decoded by pydicom (on first access; raises DatasetError).
+
+        Streaming: available after :meth:`read`, or after :meth:`save_to` (read back
+        from the stored file).
+        """
+        if self._dataset is None:
+            if self._raw is not None:
+                self._dataset = decode_dataset(
+                    self._raw, self.transfer_syntax, inflate_limit=INFLATE_LIMIT
+                )
+            elif self.path is not None:
+                self._dataset = _read_stored(self.path)
+            else:
+                raise RuntimeError(
+                    "the data set of this request is streamed: await request.read() or "
+                    "request.peek() first (or save_to, then the stored file is read)"
+                )
         return self._dataset
+
+    # ------------------------------------------------------------------ reading
+
+    def _take(self) -> None:
+        if self._consumed:
+            raise RuntimeError(
+                "the data set of this request was already read by save_to, chunks or read"
+            )
+        self._consumed = True
+
+    def _add_to_prefix(self, chunk: Buffer) -> None:
+        if self._inflater is not None:
+            room = PEEK_LIMIT + 1 - len(self._prefix)
+            try:
+                self._prefix += self._inflater.decompress(chunk, max(room, 1))
+            except zlib.error as exc:
+                raise DatasetError(f"deflated dataset is corrupt: {exc}") from exc
+        else:
+            self._prefix += chunk
+
+    async def peek(self, stop_before: int = PIXEL_DATA) -> Dataset:
+        """The data set's elements before tag ``stop_before`` (default Pixel Data),
+        decoded, reading no more of a streamed data set than they need.
+
+        What is read stays available to :meth:`save_to`, :meth:`chunks` and
+        :meth:`read`. Raises :class:`~aionetdicom.datasets.DatasetError` when the
+        elements cannot be walked or take more than :data:`PEEK_LIMIT` bytes.
+        """
+        implicit, little, deflated = encoding_of(self.transfer_syntax)
+        syntax = EXPLICIT_VR_LITTLE_ENDIAN if deflated else self.transfer_syntax
+        if self._raw is not None:
+            data = memoryview(inflate(self._raw, INFLATE_LIMIT) if deflated else self._raw)
+            end = prefix_end(data, implicit=implicit, little=little, stop_tag=stop_before)
+            return decode_dataset(data if end is None else data[:end], syntax)
+        stream = self._stream
+        assert stream is not None
+        if self._consumed:
+            raise RuntimeError("peek() must come before save_to, chunks or read")
+        if deflated and self._inflater is None:
+            self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            for chunk in self._head:
+                self._add_to_prefix(chunk)
+        while True:
+            prefix = memoryview(self._prefix)
+            try:
+                end = prefix_end(prefix, implicit=implicit, little=little, stop_tag=stop_before)
+            finally:
+                prefix.release()
+            if end is not None:
+                return decode_dataset(bytes(self._prefix[:end]), syntax)
+            if len(self._prefix) > PEEK_LIMIT:
+                raise DatasetError(
+                    f"the elements before ({stop_before >> 16:04X},{stop_before & 0xFFFF:04X}) "
+                    f"take more than {PEEK_LIMIT} bytes"
+                )
+            try:
+                chunk = await stream.receive()
+            except anyio.EndOfStream:
+                return decode_dataset(bytes(self._prefix), syntax)
+            self._head.append(chunk)
+            self._add_to_prefix(chunk)
+
+    async def verify_uids(self) -> None:
+        """Raise :class:`DatasetMismatch` unless the data set's SOP Class and Instance
+        UIDs are those of the command (the store service answers 0xA900 for it)."""
+        dataset = await self.peek(stop_before=0x00080019)
+        found = (
+            str(dataset.get("SOPClassUID", "") or ""),
+            str(dataset.get("SOPInstanceUID", "") or ""),
+        )
+        if found != (self.sop_class_uid, self.sop_instance_uid):
+            raise DatasetMismatch(
+                f"the data set is SOP Class {found[0] or '(none)'} instance "
+                f"{found[1] or '(none)'}, the command says SOP Class "
+                f"{self.sop_class_uid or '(none)'} instance {self.sop_instance_uid or '(none)'}"
+            )
+
+    async def chunks(self) -> AsyncIterator[Buffer]:
+        """The data set as it arrives, in pieces (once per request)."""
+        self._take()
+        if self._raw is not None:
+            yield self._raw
+            return
+        stream = self._stream
+        assert stream is not None
+        head, self._head = self._head, []
+        self._prefix = bytearray()
+        for chunk in head:
+            yield chunk
+        async for chunk in stream:
+            yield chunk
+
+    async def read(self) -> bytes:
+        """The whole data set in memory (streaming: waits for all of it)."""
+        if self._raw is None:
+            parts = [chunk async for chunk in self.chunks()]
+            self._raw = b"".join(parts)
+        return self._raw
 
     def _meta_values(self) -> dict[int, bytes | str]:
         ae = self.assoc.ae
@@ -750,83 +954,86 @@ class StoreRequest:
         """The Part 10 preamble, ``DICM`` and encoded File Meta Information."""
         return _encode_file_meta(self._meta_values())
 
-    async def save_to(self, folder: str | os.PathLike[str]) -> pathlib.Path:
-        """Write ``<folder>/<SOP Instance UID>.dcm`` atomically; return its path.
+    async def save_to(
+        self, folder: str | os.PathLike[str], *, check_uids: bool = True
+    ) -> pathlib.Path:
+        """Store the instance as ``<folder>/<SOP Instance UID>.dcm``; return its path.
 
-        The Part 10 file (preamble, file meta, the data set bytes as received) goes to
-        a temporary file in ``folder`` that is fsynced and then renamed, in a worker
-        thread; an existing file of that name is replaced. A SOP Instance UID that is
-        not a valid UID raises :class:`InvalidSOPInstanceUID` (a ValueError) and
-        nothing is written; on a full disk the temporary file is removed and the
-        OSError (ENOSPC) propagates; the store service answers 0xA700 for it.
+        The Part 10 file (preamble, file meta, the data set bytes as received) is
+        written to a temporary file in ``folder`` (a streamed data set while it
+        arrives, in batches of :data:`SAVE_BATCH_BYTES` written by worker threads),
+        fsynced, and renamed into place only when complete; an existing file of that
+        name is replaced. Whatever goes wrong (the association aborts mid-transfer,
+        the disk fills up, cancellation) the temporary file is removed, so no
+        partial file is ever left.
+
+        Refused before anything is written: a SOP Instance UID that is not a valid UID
+        (:class:`InvalidSOPInstanceUID`, answered 0x0117 by the store service), and
+        with ``check_uids`` (the default) a data set whose SOP Class/Instance UIDs are
+        not the command's (:class:`DatasetMismatch`, answered 0xA900). A full disk
+        raises OSError (ENOSPC), answered 0xA700.
         """
         name = _check_file_uid(self.sop_instance_uid) + ".dcm"
+        if check_uids:
+            await self.verify_uids()
         header = self.file_header()
-        return await anyio.to_thread.run_sync(
-            _write_atomically, pathlib.Path(folder), name, header, self.raw
-        )
+        target = pathlib.Path(folder)
+        if self._stream is None:
+            self._take()
+            path = await anyio.to_thread.run_sync(_write_atomically, target, name, header, self.raw)
+        else:
+            path = await self._stream_to_file(target, name, header)
+        self.path = path
+        return path
+
+    async def _stream_to_file(self, folder: pathlib.Path, name: str, header: bytes) -> pathlib.Path:
+        part = await anyio.to_thread.run_sync(_PartFile, folder, name)
+        try:
+            pending: list[Buffer] = [header]
+            size = len(header)
+            async for chunk in self.chunks():
+                pending.append(chunk)
+                size += len(chunk)
+                if size >= SAVE_BATCH_BYTES:
+                    await anyio.to_thread.run_sync(part.write, pending)
+                    pending, size = [], 0
+            return await anyio.to_thread.run_sync(part.finish, pending)
+        except BaseException:
+            part.discard()
+            raise
+
+    async def finish_receiving(self) -> None:
+        """Drop what the handler did not read and wait for the end of the data set, so
+        the response goes out after it; raises the association's error if it ended."""
+        stream = self._stream
+        if stream is None or stream.complete:
+            return
+        stream.discard()
+        await stream.wait_finished()
+
+
+def _read_stored(path: pathlib.Path) -> Dataset:
+    """The data set of a file ``save_to`` wrote (blocking; small files, or by choice)."""
+    from pydicom import dcmread
+
+    try:
+        return dcmread(path)
+    except Exception as exc:
+        raise DatasetError(f"cannot read the stored instance {path}: {exc}") from exc
 
 
 #: A store handler: gets the request, returns the status to answer (0x0000 Success).
 StoreHandler = Callable[[StoreRequest], Awaitable[int]]
 
 
-def _status_for_error(assoc: Association, exc: Exception) -> tuple[int, str]:
-    """The failure status and error comment for an exception raised by a store handler."""
-    if isinstance(exc, InvalidSOPInstanceUID):
-        assoc.log.warning("association #%d: C-STORE refused: %s", assoc.id, exc)
-        return INVALID_SOP_INSTANCE, "Invalid SOP Instance UID"
-    if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno in _OUT_OF_SPACE):
-        assoc.log.error("association #%d: C-STORE out of resources: %s", assoc.id, exc)
-        return OUT_OF_RESOURCES, "Out of resources"
-    assoc.log.exception("association #%d: store handler raised", assoc.id)
-    return DEFAULT_STORE_STATUS, "Storage handler failed"
-
-
-def store_service(handler: StoreHandler) -> RequestHandler:
+def store_service(handler: StoreHandler, *, streaming: bool = False) -> RequestHandler:
     """A DIMSE request handler that answers C-STORE-RQ with ``handler``'s status.
 
     Register it with ``ae.handle_dimse(CommandField.C_STORE_RQ, store_service(fn))`` or
-    per association in ``assoc.request_handlers``. Exceptions from ``handler`` become
-    failure statuses (see the module docstring); a return value that is not an int
-    status gives :data:`DEFAULT_STORE_STATUS` and a warning.
+    per association in ``assoc.request_handlers``; ``streaming=True`` hands ``fn`` the
+    request as soon as its command arrives (see :class:`StoreRequest`). Statuses as in
+    :mod:`aionetdicom.services.storage_scp`.
     """
+    from aionetdicom.services.storage_scp import handler_service
 
-    async def serve_store(assoc: Association, message: AssembledMessage) -> None:
-        command = message.command
-        context = next((c for c in assoc.contexts if c.context_id == message.context_id), None)
-        comment = ""
-        if message.dataset is None or context is None:
-            assoc.log.warning("association #%d: C-STORE-RQ without a data set", assoc.id)
-            status, comment = DEFAULT_STORE_STATUS, "No data set"
-        else:
-            request = StoreRequest(assoc, context, command, message.dataset)
-            try:
-                result = await handler(request)
-            except Exception as exc:
-                status, comment = _status_for_error(assoc, exc)
-            else:
-                if (
-                    isinstance(result, int)
-                    and not isinstance(result, bool)
-                    and (0 <= result <= 0xFFFF)
-                ):
-                    status = int(result)
-                else:
-                    assoc.log.warning(
-                        "association #%d: store handler returned %r, not a status; "
-                        "answering 0x%04X",
-                        assoc.id,
-                        result,
-                        DEFAULT_STORE_STATUS,
-                    )
-                    status, comment = DEFAULT_STORE_STATUS, "Storage handler gave no status"
-        response = make_command(CommandField.C_STORE_RSP, Status=status)
-        set_if_valid(response, "MessageIDBeingRespondedTo", command.get("MessageID", 0))
-        set_if_valid(response, "AffectedSOPClassUID", command.get("AffectedSOPClassUID"))
-        set_if_valid(response, "AffectedSOPInstanceUID", command.get("AffectedSOPInstanceUID"))
-        if comment and Status(status).is_failure:
-            response["ErrorComment"] = comment
-        await assoc.send_message(message.context_id, response)
-
-    return serve_store
+    return handler_service(handler, streaming=streaming)

@@ -20,7 +20,13 @@ returns. The statuses the service chooses itself:
   (``save_to`` with a UID that cannot name a file): 0x0117 "Invalid SOP Instance";
   a full disk (``ENOSPC``, ``EDQUOT``) or ``MemoryError``: 0xA700 "Refused: Out of
   Resources";
+* the handler raised :class:`~aionetdicom.services.storage.DatasetMismatch`
+  (``save_to``/``verify_uids``: the data set's SOP Class/Instance UIDs are not the
+  command's): 0xA900 "Error: Data Set does not match SOP Class";
 * the request carries no data set: the standard failure, Error Comment "No data set".
+
+A streaming handler (``@ae.on_store(streaming=True)``) runs while the data set arrives;
+the response is sent only once all of it has been received.
 
 A handler that runs past ``AE.handler_timeout`` is cancelled by the association and
 answered with 0xC211 (see :mod:`aionetdicom.association`).
@@ -36,17 +42,27 @@ from aionetdicom.dimse.status import Status
 from aionetdicom.handlers import Service
 from aionetdicom.services.status_rules import FAILURE_FOR, checked_status
 from aionetdicom.services.storage import (
+    DATASET_MISMATCH,
     INVALID_SOP_INSTANCE,
     OUT_OF_RESOURCES,
+    DatasetMismatch,
     InvalidSOPInstanceUID,
+    StoreHandler,
     StoreRequest,
 )
 
 if TYPE_CHECKING:
-    from aionetdicom.association import Association
+    from aionetdicom.acse.contexts import NegotiatedContext
+    from aionetdicom.association import Association, RequestHandler
     from aionetdicom.dimse.fragments import AssembledMessage
 
-__all__ = ["SOP_CLASS_NOT_SUPPORTED", "STORE_FAILURE", "serve_store"]
+__all__ = [
+    "SOP_CLASS_NOT_SUPPORTED",
+    "STORE_FAILURE",
+    "answer_store",
+    "handler_service",
+    "serve_store",
+]
 
 #: "Refused: SOP Class not supported" (PS3.7 Annex C): no handler for the SOP class.
 SOP_CLASS_NOT_SUPPORTED = 0x0122
@@ -61,6 +77,9 @@ def _failure_for(assoc: Association, exc: Exception, message_id: int) -> tuple[i
     if isinstance(exc, InvalidSOPInstanceUID):
         assoc.log.warning("association #%d: C-STORE refused: %s", assoc.id, exc)
         return INVALID_SOP_INSTANCE, "Invalid SOP Instance UID"
+    if isinstance(exc, DatasetMismatch):
+        assoc.log.warning("association #%d: C-STORE refused: %s", assoc.id, exc)
+        return DATASET_MISMATCH, "Data Set does not match SOP Class"
     if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno in _OUT_OF_SPACE):
         assoc.log.error("association #%d: C-STORE out of resources: %s", assoc.id, exc)
         return OUT_OF_RESOURCES, "Out of resources"
@@ -81,9 +100,7 @@ def _text(command: Command, keyword: str) -> str:
 async def serve_store(assoc: Association, message: AssembledMessage) -> None:
     """Answer one C-STORE-RQ with the status of the AE's handler for its SOP class."""
     command = message.command
-    message_id = command.get("MessageID")
-    message_id = message_id if isinstance(message_id, int) else 0
-    context = next((c for c in assoc.contexts if c.context_id == message.context_id), None)
+    context = _context_of(assoc, message)
     sop_class = _text(command, "AffectedSOPClassUID")
     if not sop_class and context is not None:
         sop_class = context.abstract_syntax
@@ -95,21 +112,41 @@ async def serve_store(assoc: Association, message: AssembledMessage) -> None:
             context.abstract_syntax,
         )
     handler = assoc.ae.handlers.lookup(Service.C_STORE, sop_class or None)
+    await answer_store(assoc, message, handler)
+
+
+def _context_of(assoc: Association, message: AssembledMessage) -> NegotiatedContext | None:
+    return next((c for c in assoc.contexts if c.context_id == message.context_id), None)
+
+
+async def answer_store(
+    assoc: Association, message: AssembledMessage, handler: StoreHandler | None
+) -> None:
+    """Run ``handler`` for a C-STORE-RQ and send the C-STORE-RSP with its status.
+
+    The response goes out only after the whole data set arrived (a streaming handler
+    may return early; the rest is then read and dropped).
+    """
+    command = message.command
+    message_id = command.get("MessageID")
+    message_id = message_id if isinstance(message_id, int) else 0
+    context = _context_of(assoc, message)
     comment = ""
+    request: StoreRequest | None = None
     if handler is None:
         assoc.log.warning(
             "association #%d: no store handler for SOP class %s; answering 0x%04X "
             "(SOP class not supported)",
             assoc.id,
-            sop_class or "(none)",
+            _text(command, "AffectedSOPClassUID") or "(none)",
             SOP_CLASS_NOT_SUPPORTED,
         )
         status, comment = SOP_CLASS_NOT_SUPPORTED, "No handler for this SOP Class"
-    elif message.dataset is None or context is None:
+    elif (message.dataset is None and message.stream is None) or context is None:
         assoc.log.warning("association #%d: C-STORE-RQ without a data set", assoc.id)
         status, comment = STORE_FAILURE, "No data set"
     else:
-        request = StoreRequest(assoc, context, command, message.dataset)
+        request = StoreRequest(assoc, context, command, message.dataset, stream=message.stream)
         try:
             result = await handler(request)
         except Exception as exc:
@@ -120,6 +157,9 @@ async def serve_store(assoc: Association, message: AssembledMessage) -> None:
             )
             if status == STORE_FAILURE and result != STORE_FAILURE:
                 comment = "Storage handler gave no valid status"
+    if message.stream is not None and not message.stream.complete:
+        message.stream.discard()
+        await message.stream.wait_finished()
     response = make_command(CommandField.C_STORE_RSP, Status=status)
     set_if_valid(response, "MessageIDBeingRespondedTo", message_id)
     set_if_valid(response, "AffectedSOPClassUID", command.get("AffectedSOPClassUID"))
@@ -127,3 +167,19 @@ async def serve_store(assoc: Association, message: AssembledMessage) -> None:
     if comment and Status(status).is_failure:
         response["ErrorComment"] = comment
     await assoc.send_message(message.context_id, response)
+
+
+def handler_service(handler: StoreHandler, *, streaming: bool = False) -> RequestHandler:
+    """A DIMSE request handler (for ``handle_dimse`` or ``assoc.request_handlers``)
+    answering every C-STORE-RQ with ``handler``; see :func:`answer_store`."""
+
+    async def serve(assoc: Association, message: AssembledMessage) -> None:
+        await answer_store(assoc, message, handler)
+
+    if streaming:
+        serve.accepts_stream = _always  # type: ignore[attr-defined]
+    return serve
+
+
+def _always(assoc: Association, command: Command) -> bool:
+    return True
