@@ -33,6 +33,7 @@ import io
 import os
 import pathlib
 import secrets
+import stat
 import struct
 import zlib
 from collections.abc import (
@@ -49,6 +50,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, Union, cast
 
 import anyio
+import anyio.lowlevel
 
 from aionetdicom import sop_classes
 from aionetdicom.acse.contexts import (
@@ -131,6 +133,10 @@ DATASET_MISMATCH = 0xA900
 #: Files whose data set is at most this long are read whole (fewer thread hops for the
 #: typical image); larger ones are streamed in chunks of :data:`STREAM_CHUNK_BYTES`.
 SMALL_FILE_BYTES = 4 * 1024 * 1024
+#: Bytes of a small file parsed for its File Meta Information when it was read whole.
+_META_WINDOW = 64 * 1024
+#: Linux's preadv flag that fails instead of waiting for the disk (None elsewhere).
+_RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 
 #: What ``store`` sends: a pydicom Dataset, a DICOM file's path, or a DICOM file's bytes.
 StoreSource = Union["Dataset", str, "os.PathLike[str]", bytes]
@@ -337,6 +343,48 @@ def _read_file_meta(path: str | os.PathLike[str]) -> _Instance:
     )
 
 
+def _read_cached(path: str | os.PathLike[str]) -> _Instance | None:
+    """A small regular file read on the event loop when the page cache holds all of it.
+
+    ``preadv(RWF_NOWAIT)`` fails instead of waiting for the disk, so this never blocks
+    on I/O and saves the worker-thread hop for the usual case of a file just written or
+    read. None means: use the worker thread (not cached, large, not a regular file,
+    any error, which the thread path then reports properly).
+    """
+    if _RWF_NOWAIT is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        size = info.st_size
+        if not stat.S_ISREG(info.st_mode) or not 132 < size <= SMALL_FILE_BYTES:
+            return None
+        data = bytearray(size)
+        if os.preadv(fd, [data], 0, _RWF_NOWAIT) != size:
+            return None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    try:
+        meta = read_file_meta(io.BytesIO(memoryview(data)[:_META_WINDOW]))
+    except DatasetError:
+        return None
+    if meta.dataset_offset > min(size, _META_WINDOW - 8):
+        return None  # a meta group longer than the window: let the file reader parse it
+    return _Instance(
+        meta.sop_class_uid,
+        meta.sop_instance_uid,
+        meta.transfer_syntax,
+        memoryview(data)[meta.dataset_offset :].toreadonly(),
+        path=path,
+        dataset_offset=meta.dataset_offset,
+    )
+
+
 def _open_dataset(path: str | os.PathLike[str], offset: int) -> tuple[BinaryIO, int]:
     """Open ``path`` at its data set; return the handle and the data set's length."""
     handle = open(path, "rb")  # noqa: SIM115 - closed by the caller
@@ -424,6 +472,10 @@ async def _load(source: StoreSource) -> _Instance:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _from_bytes(bytes(source))
     if isinstance(source, (str, os.PathLike)):
+        cached = _read_cached(source)
+        if cached is not None:
+            await anyio.lowlevel.checkpoint()
+            return cached
         return await anyio.to_thread.run_sync(_read_file_meta, source)
     raise TypeError(
         f"store() takes a pydicom Dataset, a path or bytes, not {type(source).__name__}"
