@@ -29,7 +29,7 @@ import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 import anyio
 import anyio.lowlevel
@@ -53,6 +53,9 @@ BytesLike = Union[bytes, bytearray, memoryview]
 _YIELD_BYTES = 1 << 20
 #: What each call costs against that allowance on top of its bytes (bounds the calls).
 _CALL_COST = 1 << 14
+
+
+_Read = TypeVar("_Read", bytes, int)
 
 
 def _iov_max() -> int:
@@ -174,36 +177,23 @@ class SocketStream(ByteStream):
         """Up to ``max_bytes`` bytes; :exc:`anyio.EndOfStream` once the peer sent EOF."""
         if max_bytes < 1:
             raise ValueError("max_bytes must be at least 1")
-        if self._receiving:
-            raise anyio.BusyResourceError("reading from")
-        self._receiving = True
-        try:
-            sock = self._sock
-            if self._receive_allowance <= 0:
-                self._receive_allowance = _YIELD_BYTES
-                await anyio.lowlevel.checkpoint()
-            while True:
-                if self._closed:
-                    raise anyio.ClosedResourceError
-                try:
-                    data = sock.recv(max_bytes)
-                except BlockingIOError:
-                    await anyio.wait_readable(sock)
-                    self._receive_allowance = _YIELD_BYTES
-                    continue
-                except OSError as exc:
-                    raise self._failure(exc) from exc
-                if not data:
-                    raise anyio.EndOfStream
-                self._receive_allowance -= len(data) + _CALL_COST
-                return data
-        finally:
-            self._receiving = False
+        sock = self._sock
+        return await self._read(lambda: sock.recv(max_bytes))
 
     async def receive_into(self, buffer: memoryview | bytearray) -> int:
         """Read into ``buffer`` without copying; the byte count, never 0 unless it is empty.
 
         Raises :exc:`anyio.EndOfStream` once the peer sent EOF.
+        """
+        sock = self._sock
+        if not len(buffer):
+            return await self._read(lambda: 0, empty_ok=True)
+        return await self._read(lambda: sock.recv_into(buffer))
+
+    async def _read(self, call: Callable[[], _Read], *, empty_ok: bool = False) -> _Read:
+        """Run the non-blocking read ``call`` until it gives data (bytes or a count).
+
+        Nothing (b"" or 0) means the peer sent EOF, unless ``empty_ok``.
         """
         if self._receiving:
             raise anyio.BusyResourceError("reading from")
@@ -216,20 +206,19 @@ class SocketStream(ByteStream):
             while True:
                 if self._closed:
                     raise anyio.ClosedResourceError
-                if not len(buffer):
-                    return 0
                 try:
-                    count = sock.recv_into(buffer)
+                    result = call()
                 except BlockingIOError:
                     await anyio.wait_readable(sock)
                     self._receive_allowance = _YIELD_BYTES
                     continue
                 except OSError as exc:
                     raise self._failure(exc) from exc
-                if not count:
+                size = result if isinstance(result, int) else len(result)
+                if not size and not empty_ok:
                     raise anyio.EndOfStream
-                self._receive_allowance -= count + _CALL_COST
-                return count
+                self._receive_allowance -= size + _CALL_COST
+                return result
         finally:
             self._receiving = False
 

@@ -462,20 +462,26 @@ async def test_find_scu_leaving_the_loop_cancels() -> None:
     assert endless.yielded < 100
 
 
+def study_find_request(assoc: Association) -> tuple[Any, int, Any, bytes]:
+    """A C-FIND-RQ (context, Message ID, command, encoded identifier) to send by hand."""
+    context = assoc.context_for(sop_classes.STUDY_ROOT_FIND)
+    message_id = assoc.next_message_id()
+    command = make_command(
+        CommandField.C_FIND_RQ,
+        has_dataset=True,
+        MessageID=message_id,
+        AffectedSOPClassUID=sop_classes.STUDY_ROOT_FIND,
+        Priority=0,
+    )
+    data = encode_dataset(query("STUDY", StudyInstanceUID=""), context.transfer_syntax)
+    return context, message_id, command, data
+
+
 async def test_find_cancel_interrupts_a_waiting_handler() -> None:
     """C-CANCEL while the handler waits for its first match: the handler is interrupted."""
     endless = Endless(delay=30.0)
     async with pair(find=endless) as (_, _, assoc):
-        context = assoc.context_for(sop_classes.STUDY_ROOT_FIND)
-        message_id = assoc.next_message_id()
-        command = make_command(
-            CommandField.C_FIND_RQ,
-            has_dataset=True,
-            MessageID=message_id,
-            AffectedSOPClassUID=sop_classes.STUDY_ROOT_FIND,
-            Priority=0,
-        )
-        data = encode_dataset(query("STUDY", StudyInstanceUID=""), context.transfer_syntax)
+        context, message_id, command, data = study_find_request(assoc)
         started = anyio.current_time()
         with anyio.fail_after(LIMIT):
             async with assoc.expect_responses(message_id) as responses:
@@ -494,16 +500,7 @@ async def test_find_cancel_right_behind_the_request() -> None:
     """C-CANCEL sent right behind the request, whether or not the handler started: Cancel."""
     endless = Endless(delay=30.0)
     async with pair(find=endless) as (_, _, assoc):
-        context = assoc.context_for(sop_classes.STUDY_ROOT_FIND)
-        message_id = assoc.next_message_id()
-        command = make_command(
-            CommandField.C_FIND_RQ,
-            has_dataset=True,
-            MessageID=message_id,
-            AffectedSOPClassUID=sop_classes.STUDY_ROOT_FIND,
-            Priority=0,
-        )
-        data = encode_dataset(query("STUDY", StudyInstanceUID=""), context.transfer_syntax)
+        context, message_id, command, data = study_find_request(assoc)
         with anyio.fail_after(LIMIT):
             async with assoc.expect_responses(message_id) as responses:
                 await assoc.send_message(context.context_id, command, data)
