@@ -1,0 +1,469 @@
+"""The instance index: what is stored where, and C-FIND / retrieve queries over it.
+
+One :class:`DicomIndex` wraps an SQLAlchemy async engine, so a URL picks the database:
+``sqlite:///index.db`` (embedded, the default of ``qrscp``; run through aiosqlite) or
+``postgresql://user@host/db`` (asyncpg) for sites that share one index between
+servers. Queries stream from a database cursor, never building the full result list.
+SQLAlchemy's async engine runs on asyncio only, so the index (and ``qrscp``) do too.
+
+Duplicates: storing a SOP Instance UID that is already indexed replaces the entry
+(the newest copy wins; :meth:`DicomIndex.add` says which file it replaced, so the
+caller can remove it if it is not the same path).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from sqlalchemy import ColumnElement, Select, event, exists, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from aionetdicom.index import schema
+from aionetdicom.index.attributes import (
+    ATTRIBUTES,
+    BY_KEYWORD,
+    COMPUTED,
+    UNIQUE_KEY,
+    Level,
+    normalise,
+)
+from aionetdicom.index.matching import MatchingError, condition, is_universal
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+__all__ = ["Added", "DicomIndex", "MatchingError", "StoredFile", "async_url"]
+
+#: Attempts of one ``add`` when concurrent writers race to create the same entity.
+_ADD_ATTEMPTS = 5
+#: The character set of every response identifier: UTF-8 covers what the index holds.
+RESPONSE_CHARACTER_SET = "ISO_IR 192"
+
+_LEVELS = list(Level)
+
+
+class Added(enum.Enum):
+    """What :meth:`DicomIndex.add` did."""
+
+    NEW = "new"
+    REPLACED = "replaced"
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """An indexed instance's file: what a retrieve sends."""
+
+    path: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+    size: int
+
+
+def async_url(url: str) -> str:
+    """``url`` with the async driver the index uses (aiosqlite, asyncpg) filled in."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        raise ValueError(f"{url!r} is not a database URL (like sqlite:///index.db)")
+    if scheme == "sqlite":
+        return f"sqlite+aiosqlite://{rest}"
+    if scheme in ("postgresql", "postgres"):
+        return f"postgresql+asyncpg://{rest}"
+    return url
+
+
+def _text(value: Any) -> str:
+    """A data element value as the text the index stores (multi-values joined by ``\\``)."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(part) for part in value)
+    return str(value)
+
+
+def _row_values(dataset: Dataset, level: Level) -> dict[str, str | None]:
+    values: dict[str, str | None] = {}
+    for attribute in ATTRIBUTES[level]:
+        element = dataset.get(attribute.keyword)
+        text = _text(element) if element is not None else ""
+        values[attribute.keyword] = normalise(attribute.vr, text) if text else None
+    return values
+
+
+class DicomIndex:
+    """Patient / study / series / instance rows for every stored instance."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._write_lock = anyio.Lock()
+
+    @classmethod
+    async def open(cls, url: str, *, create: bool = True, **engine_options: Any) -> DicomIndex:
+        """Connect to the database at ``url``; create the tables if ``create``."""
+        engine = create_async_engine(async_url(url), **engine_options)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        index = cls(engine)
+        if create:
+            async with engine.begin() as conn:
+                await conn.run_sync(schema.metadata.create_all)
+        return index
+
+    async def aclose(self) -> None:
+        """Close every connection of the engine."""
+        await self.engine.dispose()
+
+    async def __aenter__(self) -> DicomIndex:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ writing
+
+    async def add(
+        self, dataset: Dataset, *, path: str, transfer_syntax: str, size: int
+    ) -> tuple[Added, str | None]:
+        """Index an instance whose file is already safely at ``path``.
+
+        ``dataset`` needs the attributes of every level (its Pixel Data is not used,
+        so the prefix from ``StoreRequest.peek()`` is enough). Returns what happened
+        and, for a replaced entry, the path of the file it pointed to.
+        """
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            if not _text(dataset.get(keyword)).strip():
+                raise ValueError(f"cannot index an instance without {keyword}")
+        rows = {level: _row_values(dataset, level) for level in Level}
+        rows[Level.PATIENT]["PatientID"] = rows[Level.PATIENT]["PatientID"] or ""
+        rows[Level.PATIENT]["IssuerOfPatientID"] = rows[Level.PATIENT]["IssuerOfPatientID"] or ""
+        extra = {"path": path, "transfer_syntax": transfer_syntax, "size": size}
+        async with self._write_lock:
+            for attempt in range(_ADD_ATTEMPTS):
+                try:
+                    async with self.engine.begin() as conn:
+                        return await _add(conn, rows, extra)
+                except IntegrityError:
+                    if attempt == _ADD_ATTEMPTS - 1:
+                        raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def remove(self, sop_instance_uid: str) -> str | None:
+        """Forget an instance; the path of its file, or None if it was not indexed."""
+        async with self._write_lock, self.engine.begin() as conn:
+            table = schema.instance
+            path = await conn.scalar(
+                select(table.c.path).where(table.c.SOPInstanceUID == sop_instance_uid)
+            )
+            await conn.execute(table.delete().where(table.c.SOPInstanceUID == sop_instance_uid))
+            return path
+
+    # ------------------------------------------------------------------ reading
+
+    async def find(
+        self,
+        level: Level | str,
+        identifier: Dataset,
+        *,
+        top: Level | str = Level.PATIENT,
+    ) -> AsyncIterator[Dataset]:
+        """The C-FIND responses for ``identifier`` at ``level`` (one Dataset per match).
+
+        ``top`` is the information model's root (PATIENT or STUDY). Every key of
+        ``identifier`` at ``level`` or above constrains the match (see
+        :mod:`.matching`); each response holds exactly the requested keys (empty
+        when the index does not know them), the unique keys of ``level`` and above,
+        ``QueryRetrieveLevel`` and ``SpecificCharacterSet``. Raises
+        :class:`MatchingError` for a key value that cannot be matched.
+        """
+        from pydicom.dataset import Dataset
+
+        level, top = Level(level), Level(top)
+        query, returned, computed = _find_query(level, top, identifier, self.engine.dialect.name)
+        requested = [element.keyword for element in identifier if element.keyword]
+        async with self.engine.connect() as conn:
+            result = await conn.stream(query)
+            async for row in result.mappings():
+                response = Dataset()
+                response.SpecificCharacterSet = RESPONSE_CHARACTER_SET
+                response.QueryRetrieveLevel = level.value
+                for keyword in requested:
+                    if keyword in ("QueryRetrieveLevel", "SpecificCharacterSet"):
+                        continue
+                    if keyword in returned or keyword in computed:
+                        _set(response, keyword, row[keyword])
+                    else:
+                        _set_empty(response, identifier, keyword)
+                for above in _LEVELS[top.depth : level.depth + 1]:
+                    if above is Level.PATIENT and top is not Level.PATIENT:
+                        continue
+                    key = UNIQUE_KEY[above]
+                    if key not in response:
+                        _set(response, key, row[key])
+                yield response
+
+    async def files(
+        self,
+        level: Level | str,
+        identifier: Dataset,
+        *,
+        top: Level | str = Level.PATIENT,
+    ) -> AsyncIterator[StoredFile]:
+        """The files of every instance under the entities ``identifier`` matches."""
+        level, top = Level(level), Level(top)
+        conditions = _conditions(level, top, identifier)
+        table = schema.instance
+        query = select(
+            table.c.path,
+            table.c.SOPClassUID,
+            table.c.SOPInstanceUID,
+            table.c.transfer_syntax,
+            table.c.size,
+        ).select_from(_joined(Level.IMAGE))
+        query = query.where(*conditions).order_by(table.c.id)
+        async with self.engine.connect() as conn:
+            result = await conn.stream(query)
+            async for row in result:
+                yield StoredFile(row[0], row[1] or "", row[2], row[3], row[4])
+
+    async def count(self, level: Level | str = Level.IMAGE) -> int:
+        """How many entities of ``level`` the index holds."""
+        table = schema.TABLES[Level(level)]
+        async with self.engine.connect() as conn:
+            return int(await conn.scalar(select(func.count()).select_from(table)) or 0)
+
+
+# ---------------------------------------------------------------------- internals
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA case_sensitive_like=ON")  # LIKE as in PostgreSQL
+    cursor.close()
+
+
+async def _upsert(
+    conn: AsyncConnection,
+    level: Level,
+    identity: Mapping[str, Any],
+    values: Mapping[str, Any],
+) -> int:
+    """The id of the row of ``level`` matching ``identity``, inserted or updated."""
+    table = schema.TABLES[level]
+    where = [table.c[key] == value for key, value in identity.items()]
+    row_id = await conn.scalar(select(table.c.id).where(*where))
+    if row_id is None:
+        result = await conn.execute(table.insert().values(**values))
+        inserted = result.inserted_primary_key
+        assert inserted is not None
+        return int(inserted[0])
+    await conn.execute(table.update().where(table.c.id == row_id).values(**values))
+    return int(row_id)
+
+
+async def _add(
+    conn: AsyncConnection, rows: dict[Level, dict[str, str | None]], extra: dict[str, Any]
+) -> tuple[Added, str | None]:
+    patient = rows[Level.PATIENT]
+    patient_id = await _upsert(
+        conn,
+        Level.PATIENT,
+        {"PatientID": patient["PatientID"], "IssuerOfPatientID": patient["IssuerOfPatientID"]},
+        patient,
+    )
+    study = rows[Level.STUDY]
+    study_id = await _upsert(
+        conn,
+        Level.STUDY,
+        {"StudyInstanceUID": study["StudyInstanceUID"]},
+        {**study, "patient_id": patient_id},
+    )
+    series = rows[Level.SERIES]
+    series_id = await _upsert(
+        conn,
+        Level.SERIES,
+        {"SeriesInstanceUID": series["SeriesInstanceUID"]},
+        {**series, "study_id": study_id},
+    )
+    image = rows[Level.IMAGE]
+    table = schema.instance
+    old_path = await conn.scalar(
+        select(table.c.path).where(table.c.SOPInstanceUID == image["SOPInstanceUID"])
+    )
+    await _upsert(
+        conn,
+        Level.IMAGE,
+        {"SOPInstanceUID": image["SOPInstanceUID"]},
+        {**image, **extra, "series_id": series_id},
+    )
+    if old_path is None:
+        return Added.NEW, None
+    return Added.REPLACED, str(old_path)
+
+
+def _joined(level: Level) -> Any:
+    """The tables from the patient down to ``level``, joined parent to child."""
+    joined: Any = schema.patient
+    for lower in _LEVELS[1 : level.depth + 1]:
+        parent = schema.TABLES[_LEVELS[lower.depth - 1]]
+        child = schema.TABLES[lower]
+        joined = joined.join(child, child.c[schema.PARENT_KEY[lower]] == parent.c.id)
+    return joined
+
+
+def _query_value(identifier: Dataset, keyword: str) -> str:
+    element = identifier.get(keyword)
+    return _text(element)
+
+
+def _conditions(level: Level, top: Level, identifier: Dataset) -> list[ColumnElement[bool]]:
+    """The conditions of every key at ``level`` or above (within the model)."""
+    conditions: list[ColumnElement[bool]] = []
+    visible = set(_LEVELS[top.depth : level.depth + 1])
+    if top is Level.STUDY:
+        visible.add(Level.PATIENT)  # Study Root studies carry the patient attributes
+    for element in identifier:
+        keyword = element.keyword
+        attribute = BY_KEYWORD.get(keyword) if keyword else None
+        if attribute is not None and attribute.level in visible:
+            column = schema.TABLES[attribute.level].c[keyword]
+            found = condition(attribute, column, _query_value(identifier, keyword))
+            if found is not None:
+                conditions.append(found)
+        elif keyword == "ModalitiesInStudy" and Level.STUDY in visible:
+            found = _modalities_condition(_query_value(identifier, keyword))
+            if found is not None:
+                conditions.append(found)
+    return conditions
+
+
+def _modalities_condition(value: str) -> ColumnElement[bool] | None:
+    """A study matches ModalitiesInStudy when one of its series has one of the values."""
+    if is_universal(value):
+        return None
+    modalities = [part.strip() for part in value.split("\\") if part.strip()]
+    series = schema.series
+    return exists(
+        select(series.c.id).where(
+            series.c.study_id == schema.study.c.id, series.c.Modality.in_(modalities)
+        )
+    )
+
+
+def _computed_column(keyword: str, dialect: str) -> Any:
+    """A correlated subquery for a computed attribute (PS3.4 C.3.4 and C.6.1.1)."""
+    patient, study, series, instance = (
+        schema.patient,
+        schema.study,
+        schema.series,
+        schema.instance,
+    )
+    count = func.count()
+    if keyword == "NumberOfPatientRelatedStudies":
+        query = select(count).where(study.c.patient_id == patient.c.id)
+    elif keyword == "NumberOfPatientRelatedSeries":
+        query = (
+            select(count).select_from(study.join(series)).where(study.c.patient_id == patient.c.id)
+        )
+    elif keyword == "NumberOfPatientRelatedInstances":
+        query = (
+            select(count)
+            .select_from(study.join(series).join(instance))
+            .where(study.c.patient_id == patient.c.id)
+        )
+    elif keyword == "NumberOfStudyRelatedSeries":
+        query = select(count).where(series.c.study_id == study.c.id)
+    elif keyword == "NumberOfStudyRelatedInstances":
+        query = (
+            select(count).select_from(series.join(instance)).where(series.c.study_id == study.c.id)
+        )
+    elif keyword == "NumberOfSeriesRelatedInstances":
+        query = select(count).where(instance.c.series_id == series.c.id)
+    elif keyword == "ModalitiesInStudy":
+        return _aggregate(dialect, series.c.Modality, series.c.study_id == study.c.id).label(
+            keyword
+        )
+    elif keyword == "SOPClassesInStudy":
+        return _aggregate(
+            dialect,
+            instance.c.SOPClassUID,
+            series.c.study_id == study.c.id,
+            select_from=series.join(instance),
+        ).label(keyword)
+    else:  # pragma: no cover - COMPUTED and this function list the same keys
+        raise KeyError(keyword)
+    return query.correlate_except(*_inner_tables(keyword)).scalar_subquery().label(keyword)
+
+
+def _inner_tables(keyword: str) -> Sequence[Any]:
+    if keyword.startswith("NumberOfPatientRelated"):
+        return [schema.study, schema.series, schema.instance]
+    if keyword.startswith("NumberOfStudyRelated"):
+        return [schema.series, schema.instance]
+    return [schema.instance]
+
+
+def _aggregate(dialect: str, column: Any, where: Any, select_from: Any = None) -> Any:
+    """The distinct values of ``column`` joined with backslashes, as a subquery."""
+    inner = select(column.label("value")).distinct().where(where, column.is_not(None))
+    if select_from is not None:
+        inner = inner.select_from(select_from)
+    values = inner.subquery()
+    if dialect == "postgresql":
+        joined = func.string_agg(values.c.value, "\\")
+    else:
+        joined = func.group_concat(values.c.value, "\\")
+    return select(joined).scalar_subquery()
+
+
+def _find_query(
+    level: Level, top: Level, identifier: Dataset, dialect: str
+) -> tuple[Select[Any], set[str], set[str]]:
+    """The SELECT for a C-FIND, the stored keys it returns and the computed ones."""
+    visible = set(_LEVELS[top.depth : level.depth + 1])
+    if top is Level.STUDY:
+        visible.add(Level.PATIENT)
+    keywords = {element.keyword for element in identifier if element.keyword}
+    keywords |= {UNIQUE_KEY[each] for each in visible if each is not Level.PATIENT}
+    if Level.PATIENT in visible and top is Level.PATIENT:
+        keywords.add("PatientID")
+    returned = {
+        keyword
+        for keyword in keywords
+        if keyword in BY_KEYWORD and BY_KEYWORD[keyword].level in visible
+    }
+    computed = {
+        keyword for keyword in keywords if keyword in COMPUTED and COMPUTED[keyword] in visible
+    }
+    columns = [schema.TABLES[BY_KEYWORD[k].level].c[k] for k in sorted(returned)]
+    columns += [_computed_column(k, dialect) for k in sorted(computed)]
+    query = select(*columns).select_from(_joined(level))
+    query = query.where(*_conditions(level, top, identifier))
+    query = query.order_by(schema.TABLES[level].c.id)
+    return query, returned, computed
+
+
+def _set(response: Dataset, keyword: str, value: Any) -> None:
+    text = "" if value is None else str(value)
+    if keyword in BY_KEYWORD and BY_KEYWORD[keyword].vr == "TM" and text:
+        text = text.rstrip("0").rstrip(".") if text.endswith(".000000") else text
+    if keyword in BY_KEYWORD and BY_KEYWORD[keyword].vr in ("US",) and text:
+        setattr(response, keyword, int(text))
+        return
+    if "\\" in text:
+        setattr(response, keyword, text.split("\\"))
+    else:
+        setattr(response, keyword, text)
+
+
+def _set_empty(response: Dataset, identifier: Dataset, keyword: str) -> None:
+    """A requested key the index does not hold: returned with no value (same VR)."""
+    element = identifier[keyword]
+    response.add_new(element.tag, element.VR, None)
