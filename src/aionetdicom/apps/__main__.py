@@ -19,6 +19,7 @@ APPS: dict[str, tuple[str, str]] = {
     "findscu": ("aionetdicom.apps.findscu", "DICOM query (C-FIND) SCU"),
     "getscu": ("aionetdicom.apps.getscu", "DICOM retrieve (C-GET) SCU"),
     "movescu": ("aionetdicom.apps.movescu", "DICOM retrieve (C-MOVE) SCU"),
+    "qrscp": ("aionetdicom.apps.qrscp", "DICOM storage and query/retrieve SCP (indexed)"),
 }
 
 PROG = "aionetdicom"

@@ -1,0 +1,370 @@
+"""qrscp: a Storage + Query/Retrieve SCP on an embedded index (SQLite, or PostgreSQL).
+
+Instances stored with C-STORE go to disk while they arrive, into
+``<storage>/<Study Instance UID>/<SOP Instance UID>.dcm`` (temporary file, fsync,
+atomic rename), and are indexed only once the file is safely there. C-FIND answers
+from the index (Patient Root, Study Root and Patient/Study Only models; matching per
+PS3.4 C.2.2.2, streamed from a database cursor; C-CANCEL stops it); C-GET and C-MOVE
+send the stored files as they are (converted only when the peer accepted no matching
+transfer syntax). Verification is always there.
+
+A duplicate SOP Instance UID replaces the stored instance: the newest copy wins.
+
+Settings come from flags or a TOML file (``--config``); flags win::
+
+    ae_title = "QRSCP"
+    port = 11112
+    storage = "/var/lib/qrscp"
+    database = "sqlite:////var/lib/qrscp/index.db"   # or postgresql://user@host/db
+    allowed_calling_aes = ["MODALITY1", "VIEWER"]    # default: any
+
+    [destinations.VIEWER]                            # C-MOVE destinations
+    host = "10.0.0.7"
+    port = 11112
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, suppress
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from aionetdicom import sop_classes
+from aionetdicom.acse.contexts import VERIFICATION_SOP_CLASS, PresentationContext, is_valid_uid
+from aionetdicom.ae import AE
+from aionetdicom.apps import common
+from aionetdicom.apps.echoscp import _stop_on_signal
+from aionetdicom.apps.storescp import check_output_directory, storage_transfer_syntaxes
+from aionetdicom.datasets import DatasetError
+from aionetdicom.errors import DicomNetworkError
+from aionetdicom.services.qr_scp import (
+    FindRequest,
+    GetRequest,
+    MoveRequest,
+    query_retrieve_contexts,
+)
+from aionetdicom.services.storage import DEFAULT_STORE_STATUS, StoreRequest
+from aionetdicom.services.verification import EchoRequest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+DESCRIPTION = "qrscp: DICOM storage and query/retrieve SCP on an embedded index"
+
+SUCCESS = 0x0000
+#: C-STORE failure "Out of Resources" (PS3.4 B.2.3): the instance could not be indexed.
+OUT_OF_RESOURCES = 0xA700
+#: C-FIND/C-GET/C-MOVE failure "Identifier does not match SOP Class" (PS3.4 C.4).
+IDENTIFIER_DOES_NOT_MATCH = 0xA900
+
+#: The root level of each Q/R information model, by FIND/GET/MOVE SOP Class UID.
+MODEL_ROOT: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            sop_classes.PATIENT_ROOT_FIND,
+            sop_classes.PATIENT_ROOT_GET,
+            sop_classes.PATIENT_ROOT_MOVE,
+        ),
+        "PATIENT",
+    ),
+    **dict.fromkeys(
+        (sop_classes.STUDY_ROOT_FIND, sop_classes.STUDY_ROOT_GET, sop_classes.STUDY_ROOT_MOVE),
+        "STUDY",
+    ),
+    **dict.fromkeys(
+        (
+            sop_classes.PATIENT_STUDY_ONLY_FIND,
+            sop_classes.PATIENT_STUDY_ONLY_GET,
+            sop_classes.PATIENT_STUDY_ONLY_MOVE,
+        ),
+        "PATIENT-STUDY",
+    ),
+}
+_MODEL_LEVELS: dict[str, tuple[str, ...]] = {
+    "PATIENT": ("PATIENT", "STUDY", "SERIES", "IMAGE"),
+    "STUDY": ("STUDY", "SERIES", "IMAGE"),
+    "PATIENT-STUDY": ("PATIENT", "STUDY"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The qrscp command line."""
+    parser = common.make_parser("qrscp", DESCRIPTION, plus_options=False)
+    common.add_general_options(parser)
+    network = common.add_scp_network_options(parser, ae_title_default="QRSCP")
+    network.add_argument(
+        "--max-runtime",
+        type=common.timeout_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="stop after SECONDS (default: run until SIGINT or SIGTERM)",
+    )
+    archive = parser.add_argument_group("archive options")
+    archive.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="TOML settings (ae_title, port, storage, database, allowed_calling_aes, "
+        "[destinations.TITLE] host/port); flags win",
+    )
+    archive.add_argument(
+        "-od",
+        "--storage",
+        "--output-directory",
+        dest="storage",
+        type=Path,
+        default=None,
+        metavar="DIRECTORY",
+        help="where instances are stored (default: ./qrscp-storage, created)",
+    )
+    archive.add_argument(
+        "--database",
+        default=None,
+        metavar="URL",
+        help="index database (default: sqlite:///<storage>/index.db; "
+        "postgresql://user:password@host/db for PostgreSQL)",
+    )
+    archive.add_argument(
+        "--destination",
+        action="append",
+        default=[],
+        metavar="TITLE=HOST:PORT",
+        help="a C-MOVE destination; repeat for several",
+    )
+    return parser
+
+
+def parse_destination(text: str) -> tuple[str, tuple[str, int]]:
+    """``TITLE=HOST:PORT`` as ``(title, (host, port))``; AppError when malformed."""
+    title, equals, address = text.partition("=")
+    host, colon, port = address.rpartition(":")
+    if not equals or not colon or not title.strip() or not host or not port.isdigit():
+        raise common.AppError(f"--destination {text!r}: expected TITLE=HOST:PORT")
+    return common.ae_title(title.strip()), (host.strip("[]"), int(port))
+
+
+def load_settings(args: argparse.Namespace) -> argparse.Namespace:
+    """Merge the TOML file of ``--config`` under the flags; fill in the defaults."""
+    config: dict[str, Any] = {}
+    if args.config is not None:
+        try:
+            config = tomllib.loads(args.config.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise common.AppError(f"cannot read --config {str(args.config)!r}: {exc}") from exc
+    known = {"ae_title", "port", "storage", "database", "allowed_calling_aes", "destinations"}
+    unknown = set(config) - known
+    if unknown:
+        raise common.AppError(f"unknown settings in {args.config}: {', '.join(sorted(unknown))}")
+    if "ae_title" in config and args.ae_title == "QRSCP":
+        args.ae_title = common.ae_title(str(config["ae_title"]))
+    if "port" in config and args.port == 0:
+        args.port = int(config["port"])
+    if args.storage is None:
+        args.storage = Path(config.get("storage", "qrscp-storage"))
+    if args.allowed_calling_aet is None and "allowed_calling_aes" in config:
+        args.allowed_calling_aet = [common.ae_title(str(t)) for t in config["allowed_calling_aes"]]
+    destinations: dict[str, tuple[str, int]] = {}
+    for title, where in dict(config.get("destinations", {})).items():
+        try:
+            destinations[common.ae_title(title)] = (str(where["host"]), int(where["port"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise common.AppError(f"destination {title!r}: needs host and port ({exc})") from exc
+    destinations.update(parse_destination(text) for text in args.destination)
+    args.destinations = destinations
+    args.storage.mkdir(parents=True, exist_ok=True)
+    args.storage = check_output_directory(args.storage)
+    database = args.database or config.get("database")
+    args.database = str(database) if database else f"sqlite:///{args.storage / 'index.db'}"
+    return args
+
+
+def make_ae(args: argparse.Namespace, log: logging.Logger, index: Any) -> AE:
+    """The SCP: Verification, Storage into ``args.storage``, Q/R from ``index``."""
+    from aionetdicom.index import Added, MatchingError
+
+    syntaxes = storage_transfer_syntaxes(common.ALL_TRANSFER_SYNTAXES)
+    ae = AE(
+        args.ae_title,
+        maximum_associations=args.max_associations,
+        require_called_ae_title=args.require_called_aet,
+        allowed_calling_ae_titles=args.allowed_calling_aet,
+        supported_contexts=[
+            PresentationContext(VERIFICATION_SOP_CLASS),
+            *query_retrieve_contexts(MODEL_ROOT),
+        ],
+        known_aes=args.destinations,
+        **common.timeout_kwargs(args),
+    )
+    # scp_role: a C-GET requestor may take the Storage SCP role for the sub-operations.
+    ae.add_storage_contexts(sop_classes.STORAGE_SOP_CLASSES, syntaxes, scp_role=True)
+    storage: Path = args.storage
+
+    @ae.on_echo
+    async def on_echo(request: EchoRequest) -> int:
+        log.info("Echo from %s", request.assoc.peer_ae_title)
+        return SUCCESS
+
+    @ae.on_store(streaming=True)
+    async def on_store(request: StoreRequest) -> int:
+        try:
+            head = await request.peek()
+        except DatasetError as exc:
+            log.error("Cannot read the data set of %s: %s", request.sop_instance_uid, exc)
+            return DEFAULT_STORE_STATUS
+        study = str(head.get("StudyInstanceUID", "") or "")
+        if not is_valid_uid(study) or not is_valid_uid(str(head.get("SeriesInstanceUID", ""))):
+            log.error(
+                "Refusing %s: Study or Series Instance UID missing or invalid",
+                request.sop_instance_uid,
+            )
+            return DEFAULT_STORE_STATUS
+        path = await request.save_to(storage / study)
+        size = (await anyio.Path(path).stat()).st_size
+        try:
+            added, old = await index.add(
+                head, path=str(path), transfer_syntax=request.transfer_syntax, size=size
+            )
+        except Exception:
+            log.exception("Stored %s but could not index it", path)
+            return OUT_OF_RESOURCES
+        if added is Added.REPLACED and old is not None:
+            await anyio.to_thread.run_sync(_remove_replaced, old, path)
+        log.info("Stored %s from %s (%s)", path.name, request.assoc.peer_ae_title, added.value)
+        return SUCCESS
+
+    @ae.on_find
+    async def on_find(request: FindRequest) -> AsyncIterator[Any]:
+        where = _model_and_level(request.sop_class_uid, request.query_level)
+        if where is None:
+            yield IDENTIFIER_DOES_NOT_MATCH, None
+            return
+        top, level = where
+        try:
+            async for match in index.find(level, request.identifier, top=top):
+                yield match
+        except MatchingError as exc:
+            log.warning("C-FIND from %s: %s", request.assoc.peer_ae_title, exc)
+            yield IDENTIFIER_DOES_NOT_MATCH, None
+
+    async def retrieve(request: GetRequest | MoveRequest) -> AsyncIterator[Any]:
+        where = _model_and_level(request.sop_class_uid, request.query_level)
+        if where is None:
+            yield IDENTIFIER_DOES_NOT_MATCH, None
+            return
+        top, level = where
+        try:
+            paths = [f.path async for f in index.files(level, request.identifier, top=top)]
+        except MatchingError as exc:
+            log.warning("Retrieve from %s: %s", request.assoc.peer_ae_title, exc)
+            yield IDENTIFIER_DOES_NOT_MATCH, None
+            return
+        yield len(paths)
+        for path in paths:
+            yield path
+
+    ae.on_get(retrieve)
+    ae.on_move(retrieve)
+    return ae
+
+
+def _model_and_level(sop_class_uid: str, level: str | None) -> tuple[str, str] | None:
+    """(model root for the index, level) of a request, or None if they do not fit."""
+    model = MODEL_ROOT.get(sop_class_uid)
+    if model is None or level not in _MODEL_LEVELS[model]:
+        return None
+    return ("PATIENT" if model == "PATIENT-STUDY" else model), level
+
+
+def _remove_replaced(old: str, new: Path) -> None:
+    """Delete the file of a replaced instance unless the new one took its place."""
+    if os.path.abspath(old) != str(new):
+        with suppress(FileNotFoundError):
+            os.unlink(old)
+
+
+async def serve(args: argparse.Namespace, log: logging.Logger) -> int:
+    """Open the index, listen until a signal or ``--max-runtime``; return 0."""
+    try:
+        from aionetdicom.index import DicomIndex
+    except ImportError as exc:
+        raise common.AppError(
+            f"qrscp needs the 'server' extra (pip install 'aionetdicom[server]'): {exc}"
+        ) from exc
+    args = load_settings(args)
+    try:
+        index = await DicomIndex.open(args.database)
+    except Exception as exc:
+        raise common.AppError(f"cannot open the index database {args.database!r}: {exc}") from exc
+    try:
+        ae = make_ae(args, log, index)
+        async with anyio.create_task_group() as tg:
+            await tg.start(_stop_on_signal, tg.cancel_scope, log)
+            await _listen(ae, args, log)
+            tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await index.aclose()
+    log.info("qrscp stopped")
+    return 0
+
+
+async def _listen(ae: AE, args: argparse.Namespace, log: logging.Logger) -> None:
+    hosts = args.bind or ["0.0.0.0"]
+    async with AsyncExitStack() as stack:
+        try:
+            server = await stack.enter_async_context(ae.serve(hosts, args.port))
+        except OSError as exc:
+            if isinstance(exc, DicomNetworkError):
+                raise
+            where = ", ".join(f"{host}:{args.port}" for host in hosts)
+            raise common.AppError(
+                f"cannot listen on {where}: {common.describe_os_error(exc)}"
+            ) from exc
+        where = ", ".join(f"{host}:{port}" for host, port in server.addresses)
+        log.log(
+            common.NOTICE,
+            "qrscp listening on %s as %s, storing in %s, index %s",
+            where,
+            ae.ae_title,
+            args.storage,
+            _safe_url(args.database),
+        )
+        limit = math.inf if args.max_runtime is None else args.max_runtime
+        with anyio.move_on_after(limit) as timer:
+            await server.wait_closed()
+        if timer.cancelled_caught:
+            log.info("Maximum run time reached; shutting down")
+
+
+def _safe_url(url: str) -> str:
+    """``url`` without its password, for the log."""
+    scheme, separator, rest = url.partition("://")
+    credentials, at, place = rest.rpartition("@")
+    if not separator or not at or ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{place}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run qrscp with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    args = build_parser().parse_args(argv)
+    log = common.setup_logging(args, "qrscp", library_verbose=True)
+    if args.backend != "asyncio":
+        log.error("E: qrscp runs on asyncio only (its database driver needs it)")
+        return 1
+    return common.run_app(lambda: serve(args, log), args.backend, log)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
