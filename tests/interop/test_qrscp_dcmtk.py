@@ -1,0 +1,310 @@
+"""Our qrscp app against DCMTK: storescu stores, findscu finds, getscu and movescu retrieve.
+
+One qrscp (a subprocess on 127.0.0.1 with a fresh storage folder and SQLite index)
+serves the module; DCMTK's storescu stores two patients' studies into it (three
+series), then each test queries or retrieves with a DCMTK tool or our own SCU. A
+DCMTK storescp is the C-MOVE destination. DCMTK runs with ``TCP_NODELAY=1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from aionetdicom import AE, sop_classes
+from aionetdicom.services.query_retrieve import retrieve_contexts
+from tests.dicom_files import CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, make_ct, make_mr, write_file
+from tests.interop.test_echo_dcmtk import (
+    Peer,
+    free_port,
+    our_app,
+    output,
+    run,
+    start_peer,
+    stop,
+)
+
+pytestmark = pytest.mark.interop
+
+HOST = "127.0.0.1"
+QR_AET = "QRSCP"
+DEST_AET = "DESTSCP"
+DCMTK = "/usr/bin/"
+
+
+@dataclass
+class Archive:
+    qrscp: Peer
+    storage: Path
+    destination: Peer
+    moved: Path
+    study_a: str
+    study_b: str
+    ct_series: str
+    uids: dict[str, list[str]]  # study UID -> SOP Instance UIDs
+
+
+def _instances(folder: Path) -> tuple[list[Path], str, str, str, dict[str, list[str]]]:
+    """Study A (Doe^Jane, CT x3 + MR x2, 2024) and study B (Roe^Rick, CT x2, 2023)."""
+    study_a, study_b = generate_uid(), generate_uid()
+    ct_series, mr_series, b_series = generate_uid(), generate_uid(), generate_uid()
+    paths: list[Path] = []
+    uids: dict[str, list[str]] = {study_a: [], study_b: []}
+    plan = [
+        (study_a, ct_series, "CT", 3, "Doe^Jane", "P1", "20240102", "ACC-A"),
+        (study_a, mr_series, "MR", 2, "Doe^Jane", "P1", "20240102", "ACC-A"),
+        (study_b, b_series, "CT", 2, "Roe^Rick", "P2", "20230505", "ACC-B"),
+    ]
+    for study, series, modality, count, name, patient, date, accession in plan:
+        for number in range(count):
+            ds = make_ct(seed=number) if modality == "CT" else make_mr(seed=number)
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+            ds.PatientName, ds.PatientID, ds.StudyDate = name, patient, date
+            ds.AccessionNumber = accession
+            uids[study].append(str(ds.SOPInstanceUID))
+            paths.append(write_file(ds, folder / f"{ds.SOPInstanceUID}.dcm"))
+    return paths, study_a, study_b, ct_series, uids
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
+    folder = tmp_path_factory.mktemp("qrscp")
+    moved = folder / "moved"
+    moved.mkdir()
+    destination_port = free_port()
+    destination = start_peer(
+        [f"{DCMTK}storescp", "-aet", DEST_AET, "-od", str(moved), str(destination_port)],
+        folder / "storescp.log",
+        port=destination_port,
+        env={"TCP_NODELAY": "1"},
+    )
+    port = free_port()
+    storage = folder / "storage"
+    qrscp = start_peer(
+        our_app(
+            "qrscp",
+            str(port),
+            "-v",
+            "--bind",
+            HOST,
+            "-od",
+            str(storage),
+            "--destination",
+            f"{DEST_AET}={HOST}:{destination_port}",
+            "--max-runtime",
+            "120",
+        ),
+        folder / "qrscp.log",
+        port=port,
+    )
+    try:
+        inputs = folder / "in"
+        inputs.mkdir()
+        paths, study_a, study_b, ct_series, uids = _instances(inputs)
+        result = run(
+            [f"{DCMTK}storescu", "-aec", QR_AET, HOST, str(port), *map(str, paths)], dcmtk=True
+        )
+        assert result.returncode == 0, output(result) + qrscp.log()
+        yield Archive(qrscp, storage, destination, moved, study_a, study_b, ct_series, uids)
+    finally:
+        stop(qrscp)
+        stop(destination)
+
+
+def findscu(archive: Archive, tmp_path: Path, model: str, *keys: str) -> list[Dataset]:
+    """Run DCMTK findscu (-P patient root, -S study root, -O patient/study only)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    args = [f"{DCMTK}findscu", model, "-aec", QR_AET, "-X", "-od", str(tmp_path)]
+    for key in keys:
+        args += ["-k", key]
+    result = run([*args, HOST, str(archive.qrscp.port)], dcmtk=True)
+    assert result.returncode == 0, output(result) + archive.qrscp.log()
+    return [pydicom.dcmread(path) for path in sorted(tmp_path.glob("rsp*.dcm"))]
+
+
+def test_stored_files_are_on_disk_by_study(archive: Archive) -> None:
+    files = sorted(archive.storage.rglob("*.dcm"))
+    assert len(files) == 7
+    assert {path.parent.name for path in files} == {archive.study_a, archive.study_b}
+    assert "Stored" in archive.qrscp.log()
+
+
+def test_patient_level_with_case_insensitive_name_wildcard(
+    archive: Archive, tmp_path: Path
+) -> None:
+    found = findscu(
+        archive, tmp_path, "-P", "QueryRetrieveLevel=PATIENT", "PatientName=doe*", "PatientID"
+    )
+    assert [str(ds.PatientID) for ds in found] == ["P1"]
+    assert str(found[0].PatientName) == "Doe^Jane"
+
+
+def test_study_level_date_ranges(archive: Archive, tmp_path: Path) -> None:
+    newer = findscu(
+        archive,
+        tmp_path / "a",
+        "-S",
+        "QueryRetrieveLevel=STUDY",
+        "StudyDate=20240101-",
+        "StudyInstanceUID",
+    )
+    older = findscu(
+        archive,
+        tmp_path / "b",
+        "-S",
+        "QueryRetrieveLevel=STUDY",
+        "StudyDate=-20231231",
+        "StudyInstanceUID",
+    )
+    assert [str(ds.StudyInstanceUID) for ds in newer] == [archive.study_a]
+    assert [str(ds.StudyInstanceUID) for ds in older] == [archive.study_b]
+
+
+def test_study_level_uid_list_and_counts(archive: Archive, tmp_path: Path) -> None:
+    found = findscu(
+        archive,
+        tmp_path,
+        "-S",
+        "QueryRetrieveLevel=STUDY",
+        f"StudyInstanceUID={archive.study_a}\\{archive.study_b}",
+        "NumberOfStudyRelatedInstances",
+        "ModalitiesInStudy",
+        "AccessionNumber",
+    )
+    by_uid = {str(ds.StudyInstanceUID): ds for ds in found}
+    assert set(by_uid) == {archive.study_a, archive.study_b}
+    assert int(by_uid[archive.study_a].NumberOfStudyRelatedInstances) == 5
+    assert sorted(by_uid[archive.study_a].ModalitiesInStudy) == ["CT", "MR"]
+    assert by_uid[archive.study_b].AccessionNumber == "ACC-B"
+
+
+def test_series_and_image_levels(archive: Archive, tmp_path: Path) -> None:
+    series = findscu(
+        archive,
+        tmp_path / "series",
+        "-S",
+        "QueryRetrieveLevel=SERIES",
+        f"StudyInstanceUID={archive.study_a}",
+        "SeriesInstanceUID",
+        "Modality=C?",
+    )
+    assert [str(ds.SeriesInstanceUID) for ds in series] == [archive.ct_series]
+    images = findscu(
+        archive,
+        tmp_path / "images",
+        "-S",
+        "QueryRetrieveLevel=IMAGE",
+        f"StudyInstanceUID={archive.study_a}",
+        f"SeriesInstanceUID={archive.ct_series}",
+        "SOPInstanceUID",
+    )
+    assert sorted(str(ds.SOPInstanceUID) for ds in images) == sorted(
+        archive.uids[archive.study_a][:3]
+    )
+
+
+def test_getscu_retrieves_a_study(archive: Archive, tmp_path: Path) -> None:
+    result = run(
+        [
+            f"{DCMTK}getscu",
+            "-S",
+            "-aec",
+            QR_AET,
+            "-od",
+            str(tmp_path),
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={archive.study_a}",
+            HOST,
+            str(archive.qrscp.port),
+        ],
+        dcmtk=True,
+    )
+    assert result.returncode == 0, output(result) + archive.qrscp.log()
+    got = {str(pydicom.dcmread(path).SOPInstanceUID) for path in tmp_path.iterdir()}
+    assert got == set(archive.uids[archive.study_a])
+
+
+def test_movescu_moves_a_study_to_dcmtk_storescp(archive: Archive) -> None:
+    result = run(
+        [
+            f"{DCMTK}movescu",
+            "-S",
+            "-aec",
+            QR_AET,
+            "-aem",
+            DEST_AET,
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={archive.study_b}",
+            HOST,
+            str(archive.qrscp.port),
+        ],
+        dcmtk=True,
+    )
+    assert result.returncode == 0, output(result) + archive.qrscp.log()
+    got = {str(pydicom.dcmread(path).SOPInstanceUID) for path in archive.moved.iterdir()}
+    assert set(archive.uids[archive.study_b]) <= got
+
+
+def test_move_to_an_unknown_destination_is_refused(archive: Archive) -> None:
+    result = run(
+        [
+            f"{DCMTK}movescu",
+            "-S",
+            "-aec",
+            QR_AET,
+            "-aem",
+            "NOBODY",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={archive.study_b}",
+            HOST,
+            str(archive.qrscp.port),
+        ],
+        dcmtk=True,
+    )
+    assert "MoveDestinationUnknown" in output(result) or "a801" in output(result).lower()
+
+
+def test_our_scu_finds_and_gets(archive: Archive, tmp_path: Path) -> None:
+    async def main() -> tuple[list[str], list[str]]:
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.PatientName = "ROE^*"
+        query.StudyInstanceUID = ""
+        contexts = retrieve_contexts(
+            [sop_classes.STUDY_ROOT_FIND, sop_classes.STUDY_ROOT_GET],
+            (CT_IMAGE_STORAGE, MR_IMAGE_STORAGE),
+        )
+        async with AE("OURSCU").associate(
+            HOST, archive.qrscp.port, called_ae_title=QR_AET, contexts=contexts
+        ) as assoc:
+            studies = [
+                str(match.StudyInstanceUID)
+                async for _, match in assoc.find(query, model="study")
+                if match is not None
+            ]
+            got: list[str] = []
+            get = Dataset()
+            get.QueryRetrieveLevel = "STUDY"
+            get.StudyInstanceUID = studies[0]
+            async with assoc.get_instances(get, model="study") as instances:
+                async for instance in instances:
+                    path = await instance.save_to(tmp_path)
+                    got.append(path.stem)
+        return studies, got
+
+    studies, got = anyio.run(main)
+    assert studies == [archive.study_b]
+    assert sorted(got) == sorted(archive.uids[archive.study_b])
