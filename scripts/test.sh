@@ -10,9 +10,16 @@ if [ ! -x /usr/bin/storescp ] || [ ! -x /usr/bin/echoscu ]; then
     apt-get install -y -qq dcmtk >/dev/null
 fi
 
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    echo "== installing PostgreSQL (Debian package postgresql; the index tests start their own server)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq postgresql >/dev/null
+fi
+
 echo "== installing aionetdicom with its test extra"
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
-python3 -c "import aionetdicom, pytest, hypothesis, trio, pynetdicom" >/dev/null
+python3 -c "import aionetdicom, pytest, hypothesis, trio, pynetdicom, sqlalchemy, aiosqlite, asyncpg" >/dev/null
 
 echo "== ruff"
 python3 -m ruff check .

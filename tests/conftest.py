@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,3 +24,12 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: Any) 
         and not any(mark.name == "anyio" for mark in getattr(obj, "pytestmark", []))
     ):
         pytest.mark.anyio(obj)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server on 127.0.0.1 for this test session (see tests/postgres.py)."""
+    from tests.postgres import postgres_server
+
+    with postgres_server() as url:
+        yield url

@@ -14,6 +14,7 @@ from pydicom.dataset import Dataset
 from aionetdicom.index import Added, DicomIndex, Level, MatchingError
 from aionetdicom.index.attributes import normalise_time
 from aionetdicom.index.matching import is_universal
+from tests.postgres import fresh_database
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -63,9 +64,21 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+_databases = iter(range(1_000_000))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty index database: SQLite in a file, or one on the test PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'index.db'}"
+    server: str = request.getfixturevalue("postgres_url")
+    return fresh_database(server, f"index_{next(_databases)}")
+
+
 @pytest.fixture
-async def index(tmp_path: Path) -> AsyncIterator[DicomIndex]:
-    opened = await DicomIndex.open(f"sqlite:///{tmp_path / 'index.db'}")
+async def index(database_url: str) -> AsyncIterator[DicomIndex]:
+    opened = await DicomIndex.open(database_url)
     for number, ds in enumerate(ARCHIVE):
         added, old = await opened.add(
             ds, path=f"/store/{ds.SOPInstanceUID}.dcm", transfer_syntax=EXPLICIT, size=number

@@ -30,6 +30,7 @@ from tests.interop.test_echo_dcmtk import (
     start_peer,
     stop,
 )
+from tests.postgres import fresh_database
 
 pytestmark = pytest.mark.interop
 
@@ -73,9 +74,16 @@ def _instances(folder: Path) -> tuple[list[Path], str, str, str, dict[str, list[
     return paths, study_a, study_b, ct_series, uids
 
 
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def archive(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Archive]:
+    """qrscp with its index on SQLite (the default) or on the test PostgreSQL server."""
     folder = tmp_path_factory.mktemp("qrscp")
+    database: list[str] = []
+    if request.param == "postgresql":
+        server: str = request.getfixturevalue("postgres_url")
+        database = ["--database", fresh_database(server, f"qrscp_{folder.name}")]
     moved = folder / "moved"
     moved.mkdir()
     destination_port = free_port()
@@ -100,6 +108,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
             f"{DEST_AET}={HOST}:{destination_port}",
             "--max-runtime",
             "120",
+            *database,
         ),
         folder / "qrscp.log",
         port=port,
