@@ -16,6 +16,7 @@ import anyio
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 
 from aionetdicom import AE, sop_classes
@@ -74,6 +75,26 @@ def _instances(folder: Path) -> tuple[list[Path], str, str, str, dict[str, list[
     return paths, study_a, study_b, ct_series, uids
 
 
+def write_worklist(folder: Path) -> None:
+    """Two worklist items: a CT step for Doe^Jane, an MR step for Roe^Rick."""
+    for number, (name, modality, date) in enumerate(
+        [("Doe^Jane", "CT", "20240105"), ("Roe^Rick", "MR", "20240210")]
+    ):
+        step = Dataset()
+        step.Modality = modality
+        step.ScheduledStationAETitle = "SCANNER"
+        step.ScheduledProcedureStepStartDate = date
+        step.ScheduledProcedureStepStartTime = "080000"
+        step.ScheduledProcedureStepID = f"SPS{number}"
+        item = Dataset()
+        item.SpecificCharacterSet = "ISO_IR 100"
+        item.PatientName = name
+        item.PatientID = f"P{number + 1}"
+        item.AccessionNumber = f"WL{number}"
+        item.ScheduledProcedureStepSequence = Sequence([step])
+        pydicom.dcmwrite(folder / f"item{number}.wl", item, implicit_vr=False, little_endian=True)
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def archive(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -93,6 +114,9 @@ def archive(
         port=destination_port,
         env={"TCP_NODELAY": "1"},
     )
+    worklist = folder / "worklist"
+    worklist.mkdir()
+    write_worklist(worklist)
     port = free_port()
     storage = folder / "storage"
     qrscp = start_peer(
@@ -108,6 +132,8 @@ def archive(
             f"{DEST_AET}={HOST}:{destination_port}",
             "--max-runtime",
             "120",
+            "--worklist",
+            str(worklist),
             *database,
         ),
         folder / "qrscp.log",
@@ -317,3 +343,22 @@ def test_our_scu_finds_and_gets(archive: Archive, tmp_path: Path) -> None:
     studies, got = anyio.run(main)
     assert studies == [archive.study_b]
     assert sorted(got) == sorted(archive.uids[archive.study_b])
+
+
+def test_findscu_worklist_with_sequence_matching(archive: Archive, tmp_path: Path) -> None:
+    found = findscu(
+        archive,
+        tmp_path,
+        "-W",
+        "PatientName",
+        "AccessionNumber",
+        "ScheduledProcedureStepSequence[0].Modality=CT",
+        "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate=20240101-20240131",
+        "ScheduledProcedureStepSequence[0].ScheduledProcedureStepID",
+    )
+    assert [str(ds.PatientName) for ds in found] == ["Doe^Jane"]
+    assert found[0].AccessionNumber == "WL0"
+    step = found[0].ScheduledProcedureStepSequence[0]
+    assert step.Modality == "CT"
+    assert step.ScheduledProcedureStepID == "SPS0"
+    assert "ScheduledStationAETitle" not in step

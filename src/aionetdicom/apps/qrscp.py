@@ -6,7 +6,9 @@ atomic rename), and are indexed only once the file is safely there. C-FIND answe
 from the index (Patient Root, Study Root and Patient/Study Only models; matching per
 PS3.4 C.2.2.2, streamed from a database cursor; C-CANCEL stops it); C-GET and C-MOVE
 send the stored files as they are (converted only when the peer accepted no matching
-transfer syntax). Verification is always there.
+transfer syntax). With ``--worklist DIR`` it also answers Modality Worklist C-FINDs
+from the worklist files in DIR (``*.wl``, ``*.dcm``; sequence matching included).
+Verification is always there.
 
 A duplicate SOP Instance UID replaces the stored instance: the newest copy wins.
 
@@ -17,6 +19,7 @@ Settings come from flags or a TOML file (``--config``); flags win::
     storage = "/var/lib/qrscp"
     database = "sqlite:////var/lib/qrscp/index.db"   # or postgresql://user@host/db
     allowed_calling_aes = ["MODALITY1", "VIEWER"]    # default: any
+    worklist = "/var/lib/qrscp/worklist"             # Modality Worklist items
 
     [destinations.VIEWER]                            # C-MOVE destinations
     host = "10.0.0.7"
@@ -136,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
         "postgresql://user:password@host/db for PostgreSQL)",
     )
     archive.add_argument(
+        "--worklist",
+        type=Path,
+        default=None,
+        metavar="DIRECTORY",
+        help="answer Modality Worklist C-FINDs from the *.wl and *.dcm files in DIRECTORY",
+    )
+    archive.add_argument(
         "--destination",
         action="append",
         default=[],
@@ -162,7 +172,15 @@ def load_settings(args: argparse.Namespace) -> argparse.Namespace:
             config = tomllib.loads(args.config.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise common.AppError(f"cannot read --config {str(args.config)!r}: {exc}") from exc
-    known = {"ae_title", "port", "storage", "database", "allowed_calling_aes", "destinations"}
+    known = {
+        "ae_title",
+        "port",
+        "storage",
+        "database",
+        "allowed_calling_aes",
+        "destinations",
+        "worklist",
+    }
     unknown = set(config) - known
     if unknown:
         raise common.AppError(f"unknown settings in {args.config}: {', '.join(sorted(unknown))}")
@@ -184,6 +202,10 @@ def load_settings(args: argparse.Namespace) -> argparse.Namespace:
     args.destinations = destinations
     args.storage.mkdir(parents=True, exist_ok=True)
     args.storage = check_output_directory(args.storage)
+    if args.worklist is None and "worklist" in config:
+        args.worklist = Path(str(config["worklist"]))
+    if args.worklist is not None and not args.worklist.is_dir():
+        raise common.AppError(f"worklist folder {str(args.worklist)!r} is not a directory")
     database = args.database or config.get("database")
     args.database = str(database) if database else f"sqlite:///{args.storage / 'index.db'}"
     return args
@@ -192,6 +214,7 @@ def load_settings(args: argparse.Namespace) -> argparse.Namespace:
 def make_ae(args: argparse.Namespace, log: logging.Logger, index: Any) -> AE:
     """The SCP: Verification, Storage into ``args.storage``, Q/R from ``index``."""
     from aionetdicom.index import Added, MatchingError
+    from aionetdicom.index.dataset_matching import matches, response
 
     syntaxes = storage_transfer_syntaxes(common.ALL_TRANSFER_SYNTAXES)
     ae = AE(
@@ -201,7 +224,9 @@ def make_ae(args: argparse.Namespace, log: logging.Logger, index: Any) -> AE:
         allowed_calling_ae_titles=args.allowed_calling_aet,
         supported_contexts=[
             PresentationContext(VERIFICATION_SOP_CLASS),
-            *query_retrieve_contexts(MODEL_ROOT),
+            *query_retrieve_contexts(
+                [*MODEL_ROOT, *([sop_classes.MODALITY_WORKLIST_FIND] if args.worklist else [])]
+            ),
         ],
         known_aes=args.destinations,
         **common.timeout_kwargs(args),
@@ -257,6 +282,20 @@ def make_ae(args: argparse.Namespace, log: logging.Logger, index: Any) -> AE:
             log.warning("C-FIND from %s: %s", request.assoc.peer_ae_title, exc)
             yield IDENTIFIER_DOES_NOT_MATCH, None
 
+    if args.worklist is not None:
+        folder: Path = args.worklist
+
+        @ae.on_find(sop_class=sop_classes.MODALITY_WORKLIST_FIND)
+        async def on_worklist(request: FindRequest) -> AsyncIterator[Any]:
+            try:
+                for path in await anyio.to_thread.run_sync(_worklist_files, folder):
+                    item = await anyio.to_thread.run_sync(_read_worklist_item, path, log)
+                    if item is not None and matches(request.identifier, item):
+                        yield response(request.identifier, item)
+            except MatchingError as exc:
+                log.warning("Worklist C-FIND from %s: %s", request.assoc.peer_ae_title, exc)
+                yield IDENTIFIER_DOES_NOT_MATCH, None
+
     async def retrieve(request: GetRequest | MoveRequest) -> AsyncIterator[Any]:
         where = _model_and_level(request.sop_class_uid, request.query_level)
         if where is None:
@@ -284,6 +323,23 @@ def _model_and_level(sop_class_uid: str, level: str | None) -> tuple[str, str] |
     if model is None or level not in _MODEL_LEVELS[model]:
         return None
     return ("PATIENT" if model == "PATIENT-STUDY" else model), level
+
+
+def _worklist_files(folder: Path) -> list[Path]:
+    """The worklist item files of ``folder``, in name order."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".wl", ".dcm"))
+
+
+def _read_worklist_item(path: Path, log: logging.Logger) -> Any:
+    """One worklist item (a DICOM file), or None (logged) when it cannot be read."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(path, force=path.suffix.lower() == ".wl")
+    except (OSError, InvalidDicomError, ValueError) as exc:
+        log.warning("Skipping worklist file %s: %s", path, exc)
+        return None
 
 
 def _remove_replaced(old: str, new: Path) -> None:

@@ -97,7 +97,7 @@ def _range(vr: str, column: ColumnClause[str], value: str) -> ColumnElement[bool
         raise MatchingError(f"{value!r} is a range without ends")
     if vr == "TM":
         low = normalise_time(low) if low else ""
-        high = _end_of(high) if high else ""
+        high = end_of_time(high) if high else ""
     for end in (low, high):
         if end and vr == "DA" and not (len(end) == 8 and end.isdigit()):
             raise MatchingError(f"{end!r} is not a DA value (YYYYMMDD)")
@@ -111,7 +111,7 @@ def _range(vr: str, column: ColumnClause[str], value: str) -> ColumnElement[bool
     return and_(*conditions)
 
 
-def _end_of(value: str) -> str:
+def end_of_time(value: str) -> str:
     """The last instant a TM range end covers: ``12`` reaches ``125959.999999``."""
     text = value.replace(":", "")
     whole, dot, fraction = text.partition(".")
