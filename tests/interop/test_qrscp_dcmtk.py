@@ -20,6 +20,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 
 from aionetdicom import AE, sop_classes
+from aionetdicom.contexts import PresentationContext
 from aionetdicom.services.query_retrieve import retrieve_contexts
 from tests.dicom_files import CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, make_ct, make_mr, write_file
 from tests.interop.test_echo_dcmtk import (
@@ -362,3 +363,44 @@ def test_findscu_worklist_with_sequence_matching(archive: Archive, tmp_path: Pat
     assert step.Modality == "CT"
     assert step.ScheduledProcedureStepID == "SPS0"
     assert "ScheduledStationAETitle" not in step
+
+
+def test_our_scu_stores_finds_and_moves(archive: Archive, tmp_path: Path) -> None:
+    """Our own SCU against qrscp: C-STORE a new study, C-FIND it, C-MOVE it to DCMTK."""
+    ds = make_ct(seed=42, patient="Zed^Zoe")
+    ds.PatientID = "P3"
+    del ds.StudyDate  # keeps the date-range tests' expectations
+    path = write_file(ds, tmp_path / "new.dcm")
+
+    async def main() -> tuple[int, list[str], int]:
+        contexts = [
+            PresentationContext(uid)
+            for uid in (sop_classes.STUDY_ROOT_FIND, sop_classes.STUDY_ROOT_MOVE, CT_IMAGE_STORAGE)
+        ]
+        async with AE("OURSCU").associate(
+            HOST, archive.qrscp.port, called_ae_title=QR_AET, contexts=contexts
+        ) as assoc:
+            status = await assoc.store(path)
+            query = Dataset()
+            query.QueryRetrieveLevel = "STUDY"
+            query.PatientID = "P3"
+            query.StudyInstanceUID = ""
+            studies = [
+                str(match.StudyInstanceUID)
+                async for _, match in assoc.find(query, model="study")
+                if match is not None
+            ]
+            move = Dataset()
+            move.QueryRetrieveLevel = "STUDY"
+            move.StudyInstanceUID = str(ds.StudyInstanceUID)
+            completed = 0
+            async for progress in assoc.move(move, DEST_AET, model="study"):
+                completed = progress.completed or completed
+        return int(status), studies, completed
+
+    status, studies, completed = anyio.run(main)
+    assert status == 0
+    assert studies == [str(ds.StudyInstanceUID)]
+    assert completed == 1
+    moved = {str(pydicom.dcmread(p).SOPInstanceUID) for p in archive.moved.iterdir()}
+    assert str(ds.SOPInstanceUID) in moved
