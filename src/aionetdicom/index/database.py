@@ -14,6 +14,7 @@ caller can remove it if it is not the same path).
 from __future__ import annotations
 
 import enum
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,10 @@ __all__ = ["Added", "DicomIndex", "MatchingError", "StoredFile", "async_url"]
 
 #: Attempts of one ``add`` when concurrent writers race to create the same entity.
 _ADD_ATTEMPTS = 5
+#: Series whose rows ``add`` remembers (see ``DicomIndex._recent``).
+_RECENT_SERIES = 64
+#: Rows fetched from the cursor at a time (one database round trip per batch).
+FETCH_ROWS = 256
 #: The character set of every response identifier: UTF-8 covers what the index holds.
 RESPONSE_CHARACTER_SET = "ISO_IR 192"
 
@@ -101,6 +106,10 @@ class DicomIndex:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._write_lock = anyio.Lock()
+        # Series written lately: UID -> (series row id, the values last written above
+        # the instance). An instance of a known series with the same patient, study and
+        # series values only writes its own row: most instances of a study arrive together.
+        self._recent: OrderedDict[str, tuple[int, tuple[Any, ...]]] = OrderedDict()
 
     @classmethod
     async def open(cls, url: str, *, create: bool = True, **engine_options: Any) -> DicomIndex:
@@ -142,14 +151,30 @@ class DicomIndex:
         rows[Level.PATIENT]["PatientID"] = rows[Level.PATIENT]["PatientID"] or ""
         rows[Level.PATIENT]["IssuerOfPatientID"] = rows[Level.PATIENT]["IssuerOfPatientID"] or ""
         extra = {"path": path, "transfer_syntax": transfer_syntax, "size": size}
+        series_uid = str(rows[Level.SERIES]["SeriesInstanceUID"])
+        above = tuple(
+            tuple(sorted(rows[level].items()))
+            for level in (Level.PATIENT, Level.STUDY, Level.SERIES)
+        )
         async with self._write_lock:
             for attempt in range(_ADD_ATTEMPTS):
+                recent = self._recent.get(series_uid)
+                series_id = recent[0] if recent is not None and recent[1] == above else None
                 try:
                     async with self.engine.begin() as conn:
-                        return await _add(conn, rows, extra)
+                        if series_id is None:
+                            series_id = await _add_parents(conn, rows)
+                        outcome = await _add_instance(conn, rows[Level.IMAGE], extra, series_id)
                 except IntegrityError:
+                    self._recent.clear()
                     if attempt == _ADD_ATTEMPTS - 1:
                         raise
+                    continue
+                self._recent[series_uid] = (series_id, above)
+                self._recent.move_to_end(series_uid)
+                while len(self._recent) > _RECENT_SERIES:
+                    self._recent.popitem(last=False)
+                return outcome
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def remove(self, sop_instance_uid: str) -> str | None:
@@ -186,7 +211,7 @@ class DicomIndex:
         query, returned, computed = _find_query(level, top, identifier, self.engine.dialect.name)
         requested = [element.keyword for element in identifier if element.keyword]
         async with self.engine.connect() as conn:
-            result = await conn.stream(query)
+            result = await conn.stream(query.execution_options(yield_per=FETCH_ROWS))
             async for row in result.mappings():
                 response = Dataset()
                 response.SpecificCharacterSet = RESPONSE_CHARACTER_SET
@@ -226,7 +251,7 @@ class DicomIndex:
         ).select_from(_joined(Level.IMAGE))
         query = query.where(*conditions).order_by(table.c.id)
         async with self.engine.connect() as conn:
-            result = await conn.stream(query)
+            result = await conn.stream(query.execution_options(yield_per=FETCH_ROWS))
             async for row in result:
                 yield StoredFile(row[0], row[1] or "", row[2], row[3], row[4])
 
@@ -268,9 +293,8 @@ async def _upsert(
     return int(row_id)
 
 
-async def _add(
-    conn: AsyncConnection, rows: dict[Level, dict[str, str | None]], extra: dict[str, Any]
-) -> tuple[Added, str | None]:
+async def _add_parents(conn: AsyncConnection, rows: dict[Level, dict[str, str | None]]) -> int:
+    """Insert or update the patient, study and series rows; the series row id."""
     patient = rows[Level.PATIENT]
     patient_id = await _upsert(
         conn,
@@ -286,26 +310,32 @@ async def _add(
         {**study, "patient_id": patient_id},
     )
     series = rows[Level.SERIES]
-    series_id = await _upsert(
+    return await _upsert(
         conn,
         Level.SERIES,
         {"SeriesInstanceUID": series["SeriesInstanceUID"]},
         {**series, "study_id": study_id},
     )
-    image = rows[Level.IMAGE]
+
+
+async def _add_instance(
+    conn: AsyncConnection, image: dict[str, str | None], extra: dict[str, Any], series_id: int
+) -> tuple[Added, str | None]:
+    """Insert or replace the instance row; what happened and the replaced file's path."""
     table = schema.instance
-    old_path = await conn.scalar(
-        select(table.c.path).where(table.c.SOPInstanceUID == image["SOPInstanceUID"])
-    )
-    await _upsert(
-        conn,
-        Level.IMAGE,
-        {"SOPInstanceUID": image["SOPInstanceUID"]},
-        {**image, **extra, "series_id": series_id},
-    )
-    if old_path is None:
+    values = {**image, **extra, "series_id": series_id}
+    found = (
+        await conn.execute(
+            select(table.c.id, table.c.path).where(
+                table.c.SOPInstanceUID == image["SOPInstanceUID"]
+            )
+        )
+    ).first()
+    if found is None:
+        await conn.execute(table.insert().values(**values))
         return Added.NEW, None
-    return Added.REPLACED, str(old_path)
+    await conn.execute(table.update().where(table.c.id == found[0]).values(**values))
+    return Added.REPLACED, str(found[1])
 
 
 def _joined(level: Level) -> Any:
