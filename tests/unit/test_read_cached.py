@@ -65,3 +65,28 @@ def test_fifo_is_not_opened_for_a_blocking_read(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe.dcm"
     os.mkfifo(fifo)
     assert storage._read_cached(fifo) is None  # returns at once: no writer needed
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs /dev/shm (tmpfs)")
+def test_tmpfs_file_is_read_inline() -> None:
+    """tmpfs refuses RWF_NOWAIT, but memory never blocks: the file is read inline."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as folder:
+        path = write_ct(Path(folder))
+        assert storage._in_memory(path.stat().st_dev, path)
+        cached = storage._read_cached(path)
+        assert cached is not None
+        assert cached.raw is not None
+        assert bytes(cached.raw) == bytes(storage._read_file_meta(path).raw or b"")
+
+
+def test_memory_file_system_detection_agrees_with_stat(tmp_path: Path) -> None:
+    """``stat -f`` (coreutils) is the independent witness of the file system type."""
+    import subprocess
+
+    path = write_ct(tmp_path)
+    kind = subprocess.run(
+        ["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert storage._in_memory(path.stat().st_dev, path) is (kind in ("tmpfs", "ramfs"))

@@ -29,6 +29,7 @@ an async handler whose return value is the response status. ``save_to`` writes a
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import pathlib
@@ -343,13 +344,43 @@ def _read_file_meta(path: str | os.PathLike[str]) -> _Instance:
     )
 
 
+#: Whether a device (``st_dev``) is a memory file system, once looked up.
+_MEMORY_DEVICES: dict[int, bool] = {}
+_MEMORY_FILE_SYSTEMS = frozenset({"tmpfs", "ramfs"})
+
+
+def _in_memory(device: int, path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` (on ``device``) lives on tmpfs or ramfs, per /proc/self/mounts."""
+    known = _MEMORY_DEVICES.get(device)
+    if known is not None:
+        return known
+    target = os.path.realpath(path)
+    best, kind = "", ""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                point = fields[1].replace("\\040", " ")
+                inside = target == point or target.startswith(point.rstrip("/") + "/")
+                if inside and len(point) >= len(best):
+                    best, kind = point, fields[2]
+    except OSError:
+        kind = ""
+    answer = kind in _MEMORY_FILE_SYSTEMS
+    _MEMORY_DEVICES[device] = answer
+    return answer
+
+
 def _read_cached(path: str | os.PathLike[str]) -> _Instance | None:
     """A small regular file read on the event loop when the page cache holds all of it.
 
     ``preadv(RWF_NOWAIT)`` fails instead of waiting for the disk, so this never blocks
     on I/O and saves the worker-thread hop for the usual case of a file just written or
-    read. None means: use the worker thread (not cached, large, not a regular file,
-    any error, which the thread path then reports properly).
+    read; on tmpfs and ramfs (memory, which refuse the flag) a plain read is as safe.
+    None means: use the worker thread (not cached, large, not a regular file, any
+    error, which the thread path then reports properly).
     """
     if _RWF_NOWAIT is None:
         return None
@@ -363,7 +394,14 @@ def _read_cached(path: str | os.PathLike[str]) -> _Instance | None:
         if not stat.S_ISREG(info.st_mode) or not 132 < size <= SMALL_FILE_BYTES:
             return None
         data = bytearray(size)
-        if os.preadv(fd, [data], 0, _RWF_NOWAIT) != size:
+        try:
+            count = os.preadv(fd, [data], 0, _RWF_NOWAIT)
+        except OSError as exc:
+            # tmpfs and ramfs do not take the flag, but never wait for a disk either.
+            if exc.errno != errno.EOPNOTSUPP or not _in_memory(info.st_dev, path):
+                return None
+            count = os.preadv(fd, [data], 0)
+        if count != size:
             return None
     except OSError:
         return None
