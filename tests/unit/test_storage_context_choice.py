@@ -178,8 +178,11 @@ def test_plan_keeps_compressed_syntaxes_apart() -> None:
         }
     )
     assert contexts == [
+        # the instances' own uncompressed syntax alone, so no peer preference converts them
+        PresentationContext(CT_IMAGE_STORAGE, (ImplicitVRLittleEndian,)),
         PresentationContext(CT_IMAGE_STORAGE, (ImplicitVRLittleEndian, ExplicitVRLittleEndian)),
         PresentationContext(CT_IMAGE_STORAGE, (JPEGBaseline8Bit,)),
+        PresentationContext(MR_IMAGE_STORAGE, (DeflatedExplicitVRLittleEndian,)),
         PresentationContext(
             MR_IMAGE_STORAGE,
             (DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian),
@@ -211,6 +214,8 @@ def test_contexts_for_files(tmp_path: Path) -> None:
         write_file(make_sc8(seed=3), tmp_path / "3.dcm", JPEGBaseline8Bit),
     ]
     assert contexts_for_files(paths) == [
+        PresentationContext(CT_IMAGE_STORAGE, (ImplicitVRLittleEndian,)),
+        PresentationContext(CT_IMAGE_STORAGE, (ExplicitVRLittleEndian,)),
         PresentationContext(CT_IMAGE_STORAGE, (ImplicitVRLittleEndian, ExplicitVRLittleEndian)),
         PresentationContext(SECONDARY_CAPTURE_IMAGE_STORAGE, UNCOMPRESSED_ORDER),
         PresentationContext(SECONDARY_CAPTURE_IMAGE_STORAGE, (JPEGBaseline8Bit,)),

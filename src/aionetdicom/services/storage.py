@@ -192,8 +192,9 @@ def plan_contexts(
     """Contexts to send instances of the given SOP classes in the given transfer syntaxes.
 
     ``found`` maps each SOP Class UID to the transfer syntaxes its instances are in.
-    Per SOP class: one context offering its uncompressed syntaxes (the instances' own
-    first, then ``transfer_syntaxes``), and one context for each compressed syntax, so
+    Per SOP class: a context for each uncompressed syntax the instances are in, one
+    offering all uncompressed syntaxes (the instances' own first, then
+    ``transfer_syntaxes``) as the fallback, and one context for each compressed syntax, so
     that the peer's choice for one cannot shut out another (a compressed instance is
     never decompressed to convert it). When that makes more than 128 contexts, all
     syntaxes of a SOP class share one context; more than 128 SOP classes is a
@@ -206,6 +207,11 @@ def plan_contexts(
         uncompressed = [ts for ts in wanted if ts in UNCOMPRESSED_TRANSFER_SYNTAXES]
         compressed = [ts for ts in wanted if ts not in UNCOMPRESSED_TRANSFER_SYNTAXES]
         if uncompressed:
+            if len(uncompressed) > 1:
+                # The instances' own uncompressed syntaxes alone first: a peer that
+                # prefers another one cannot force a conversion of every instance.
+                own = [ts for ts in dict.fromkeys(syntaxes) if ts in UNCOMPRESSED_TRANSFER_SYNTAXES]
+                separate.extend(PresentationContext(sop_class, (ts,)) for ts in own)
             separate.append(PresentationContext(sop_class, tuple(uncompressed)))
         separate.extend(PresentationContext(sop_class, (ts,)) for ts in compressed)
         combined.append(PresentationContext(sop_class, tuple(compressed + uncompressed)))
