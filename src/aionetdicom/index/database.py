@@ -14,6 +14,7 @@ caller can remove it if it is not the same path).
 from __future__ import annotations
 
 import enum
+import functools
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -480,17 +481,31 @@ def _find_query(
     return query, returned, computed
 
 
+@functools.lru_cache(maxsize=512)
+def _tag_and_vr(keyword: str) -> tuple[int, str]:
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+    tag = tag_for_keyword(keyword)
+    if tag is None:  # pragma: no cover - only dictionary keywords reach here
+        raise KeyError(keyword)
+    return tag, dictionary_VR(tag)
+
+
 def _set(response: Dataset, keyword: str, value: Any) -> None:
+    """Put an index value into a response (values were checked when they were indexed)."""
+    from pydicom import config
+    from pydicom.dataelem import DataElement
+
     text = "" if value is None else str(value)
-    if keyword in BY_KEYWORD and BY_KEYWORD[keyword].vr == "TM" and text:
-        text = text.rstrip("0").rstrip(".") if text.endswith(".000000") else text
-    if keyword in BY_KEYWORD and BY_KEYWORD[keyword].vr in ("US",) and text:
-        setattr(response, keyword, int(text))
-        return
-    if "\\" in text:
-        setattr(response, keyword, text.split("\\"))
-    else:
-        setattr(response, keyword, text)
+    tag, vr = _tag_and_vr(keyword)
+    element_value: Any = text
+    if vr == "TM" and text.endswith(".000000"):
+        element_value = text[:-7]
+    elif vr == "US" and text:
+        element_value = int(text)
+    elif "\\" in text:
+        element_value = text.split("\\")
+    response.add(DataElement(tag, vr, element_value, validation_mode=config.IGNORE))
 
 
 def _set_empty(response: Dataset, identifier: Dataset, keyword: str) -> None:
