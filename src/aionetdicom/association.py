@@ -750,6 +750,8 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
             self.log.warning(
                 "association #%d: no service for %s; ignoring it", self.id, _field_name(field)
             )
+            if message.stream is not None:
+                message.stream.discard()  # or the reader would wait on a full buffer
             return
         self._task_group.start_soon(self._run_handler, handler, message, override is None)
 

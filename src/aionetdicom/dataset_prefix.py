@@ -104,7 +104,9 @@ class _Walker:
                         f"unexpected ({inner >> 16:04X},{inner & 0xFFFF:04X}) inside an item "
                         f"at offset {offset}"
                     )
-                offset = self.skip_element(offset, depth + 1)
+                # An element of this item: a sequence in it nests one level deeper
+                # (skip_element adds that level), not two.
+                offset = self.skip_element(offset, depth)
             offset, _ = self.header(offset, _ITEM_END)
 
 

@@ -127,15 +127,15 @@ class DatasetStream:
         return chunk
 
     def __aiter__(self) -> AsyncIterator[Buffer]:
-        return self._iterate()
+        # The stream is its own iterator (no async generator): a consumer that stops
+        # early leaves nothing to be closed or finalized later.
+        return self
 
-    async def _iterate(self) -> AsyncIterator[Buffer]:
-        while True:
-            try:
-                chunk = await self.receive()
-            except anyio.EndOfStream:
-                return
-            yield chunk
+    async def __anext__(self) -> Buffer:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
 
     def discard(self) -> None:
         """Drop what is buffered and whatever still arrives (the consumer is done)."""

@@ -39,7 +39,6 @@ import struct
 import zlib
 from collections.abc import (
     AsyncGenerator,
-    AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
@@ -936,7 +935,8 @@ class StoreRequest:
 
     async def peek(self, stop_before: int = PIXEL_DATA) -> Dataset:
         """The data set's elements before tag ``stop_before`` (default Pixel Data),
-        decoded, reading no more of a streamed data set than they need.
+        decoded, reading of a streamed data set little more than they need (at most
+        about twice as much, and usually just the first fragment).
 
         What is read stays available to :meth:`save_to`, :meth:`chunks` and
         :meth:`read`. Raises :class:`~aionetdicom.datasets.DatasetError` when the
@@ -956,25 +956,37 @@ class StoreRequest:
             self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
             for chunk in self._head:
                 self._add_to_prefix(chunk)
+        # Each walk starts over from the first byte, so the prefix is walked again only
+        # once it has doubled: linear in total, however small the fragments (walking
+        # after every fragment would be quadratic, for a peer an easy way to hog the
+        # event loop).
+        walk_at = 0
         while True:
-            prefix = memoryview(self._prefix)
-            try:
-                end = prefix_end(prefix, implicit=implicit, little=little, stop_tag=stop_before)
-            finally:
-                prefix.release()
-            if end is not None:
-                return decode_dataset(bytes(self._prefix[:end]), syntax)
-            if len(self._prefix) > PEEK_LIMIT:
-                raise DatasetError(
-                    f"the elements before ({stop_before >> 16:04X},{stop_before & 0xFFFF:04X}) "
-                    f"take more than {PEEK_LIMIT} bytes"
-                )
+            size = len(self._prefix)
+            if size >= walk_at or size > PEEK_LIMIT:
+                end = self._prefix_end(implicit, little, stop_before)
+                if end is not None:
+                    return decode_dataset(bytes(self._prefix[:end]), syntax)
+                if size > PEEK_LIMIT:
+                    raise DatasetError(
+                        f"the elements before ({stop_before >> 16:04X},"
+                        f"{stop_before & 0xFFFF:04X}) take more than {PEEK_LIMIT} bytes"
+                    )
+                walk_at = 2 * size
             try:
                 chunk = await stream.receive()
             except anyio.EndOfStream:
-                return decode_dataset(bytes(self._prefix), syntax)
+                end = self._prefix_end(implicit, little, stop_before)
+                return decode_dataset(bytes(self._prefix[:end]), syntax)
             self._head.append(chunk)
             self._add_to_prefix(chunk)
+
+    def _prefix_end(self, implicit: bool, little: bool, stop_before: int) -> int | None:
+        prefix = memoryview(self._prefix)
+        try:
+            return prefix_end(prefix, implicit=implicit, little=little, stop_tag=stop_before)
+        finally:
+            prefix.release()
 
     async def verify_uids(self) -> None:
         """Raise :class:`DatasetMismatch` unless the data set's SOP Class and Instance
@@ -991,7 +1003,7 @@ class StoreRequest:
                 f"{self.sop_class_uid or '(none)'} instance {self.sop_instance_uid or '(none)'}"
             )
 
-    async def chunks(self) -> AsyncIterator[Buffer]:
+    async def chunks(self) -> AsyncGenerator[Buffer, None]:
         """The data set as it arrives, in pieces (once per request)."""
         self._take()
         if self._raw is not None:
@@ -1087,12 +1099,14 @@ class StoreRequest:
         try:
             pending: list[Buffer] = [header]
             size = len(header)
-            async for chunk in self.chunks():
-                pending.append(chunk)
-                size += len(chunk)
-                if size >= SAVE_BATCH_BYTES:
-                    await anyio.to_thread.run_sync(part.write, pending)
-                    pending, size = [], 0
+            # aclosing: a failed write leaves no half-read generator to finalize later.
+            async with aclosing(self.chunks()) as chunks:
+                async for chunk in chunks:
+                    pending.append(chunk)
+                    size += len(chunk)
+                    if size >= SAVE_BATCH_BYTES:
+                        await anyio.to_thread.run_sync(part.write, pending)
+                        pending, size = [], 0
             return await anyio.to_thread.run_sync(part.finish, pending)
         except BaseException:
             part.discard()
