@@ -179,11 +179,18 @@ def _client_main(argv: Sequence[str]) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--count", type=int, default=None)
+    parser.add_argument(
+        "--window", type=int, default=1, help="ours: propose (N, 1) and keep N stores in flight"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     paths = sorted(args.dir.glob("*.dcm"))[: args.count]
     if args.client == "pynetdicom":
         result = _pynetdicom_client(args.port, paths)
+    elif args.window > 1:
+        from bench_window import _ours_client as store_with_window
+
+        result = store_with_window(args.port, paths, args.window, scp_title=SCP_TITLE)
     else:
         backend = "trio" if args.client == "ours-trio" else "asyncio"
         result = _ours_client(args.port, paths, backend)
@@ -197,6 +204,9 @@ def _scp_main(argv: Sequence[str]) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mode", choices=["ignore", "write"], default="ignore")
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--window", type=int, default=1, help="ours: maximum_operations_performed (default 1)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     write = args.mode == "write"
@@ -216,6 +226,7 @@ def _scp_main(argv: Sequence[str]) -> None:
             supported_contexts=storage_contexts(
                 [CT_IMAGE_STORAGE], (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
             ),
+            maximum_operations_performed=args.window,
         )
 
         async def on_store(request: StoreRequest) -> int:
@@ -324,8 +335,12 @@ def running_scp(name: str, mode: str, out_root: Path, log_dir: Path) -> Iterator
             shutil.rmtree(out, ignore_errors=True)
 
 
-def run_client(client: str, scp: SCP, folder: Path, count: int) -> float:
-    """One timed run of ``client`` sending ``count`` files to ``scp``; its seconds."""
+def run_client(client: str, scp: SCP, folder: Path, count: int, window: int = 1) -> float:
+    """One timed run of ``client`` sending ``count`` files to ``scp``; its seconds.
+
+    ``window`` > 1 (ours only): propose that operations window and keep as many stores
+    in flight; the run fails unless (window, 1) was negotiated.
+    """
     if client == "dcmtk":
         command = [STORESCU, "-aet", CLIENT_TITLE, "-aec", SCP_TITLE, "-R", "-xe"]
         command += [HOST, str(scp.port), *sorted(str(p) for p in folder.glob("*.dcm"))[:count]]
@@ -339,6 +354,8 @@ def run_client(client: str, scp: SCP, folder: Path, count: int) -> float:
         return seconds
     command = [sys.executable, SCRIPT, "_client", client, "--port", str(scp.port)]
     command += ["--dir", str(folder), "--count", str(count)]
+    if window > 1:
+        command += ["--window", str(window)]
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=CLIENT_TIMEOUT, check=False
     )
@@ -348,6 +365,8 @@ def run_client(client: str, scp: SCP, folder: Path, count: int) -> float:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if result["failed"] or result["count"] != count:
         raise RuntimeError(f"{client}: {result['failed']} of {result['count']} failed")
+    if window > 1 and result.get("negotiated") != [window, 1]:
+        raise RuntimeError(f"window {window} proposed, {result.get('negotiated')} negotiated")
     return float(result["seconds"])
 
 

@@ -180,7 +180,14 @@ def _scp_main(argv: Sequence[str]) -> None:
     anyio.run(ae.serve_forever, HOST, args.port)
 
 
-def _ours_client(port: int, paths: list[Path], window: int) -> dict[str, Any]:
+def _ours_client(
+    port: int, paths: list[Path], window: int, scp_title: str = SCP_TITLE
+) -> dict[str, Any]:
+    """Our client storing ``paths`` over one association, ``window`` stores in flight.
+
+    With ``window`` > 1 it proposes ``operations_window=(window, 1)`` and runs ``window``
+    store tasks (bench_store.py and bench_all.py reuse it).
+    """
     import anyio
 
     from aionetdicom import AE
@@ -207,7 +214,7 @@ def _ours_client(port: int, paths: list[Path], window: int) -> dict[str, Any]:
 
         start = time.perf_counter()
         async with ae.associate(
-            HOST, port, called_ae_title=SCP_TITLE, contexts=contexts, operations_window=proposal
+            HOST, port, called_ae_title=scp_title, contexts=contexts, operations_window=proposal
         ) as assoc:
             assert assoc.response is not None
             item = assoc.response.user_information.asynchronous_operations_window
