@@ -8,20 +8,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
-import signal
 import weakref
 from collections.abc import Sequence
-from contextlib import AsyncExitStack, ExitStack
-
-import anyio
-import anyio.abc
 
 from aionetdicom.acse.contexts import VERIFICATION_SOP_CLASS, PresentationContext
 from aionetdicom.ae import AE
 from aionetdicom.apps import common
+from aionetdicom.apps.serving import serve_until_stopped
 from aionetdicom.association import Association
-from aionetdicom.errors import DicomNetworkError
 from aionetdicom.services.verification import EchoRequest
 
 DESCRIPTION = "echoscp: DICOM verification (C-ECHO) SCP"
@@ -84,56 +78,8 @@ def make_ae(args: argparse.Namespace, log: logging.Logger) -> AE:
 async def serve(args: argparse.Namespace, log: logging.Logger) -> int:
     """Listen until a signal or ``--max-runtime``; shut down gracefully; return 0."""
     ae = make_ae(args, log)
-    async with anyio.create_task_group() as tg:
-        # Catch the signals before listening, so a SIGTERM right after start-up is graceful.
-        await tg.start(_stop_on_signal, tg.cancel_scope, log)
-        await _listen(ae, args, log)
-        tg.cancel_scope.cancel()
-    log.info("echoscp stopped")
+    await serve_until_stopped(ae, args, log, "echoscp")
     return 0
-
-
-async def _listen(ae: AE, args: argparse.Namespace, log: logging.Logger) -> None:
-    """Serve until ``--max-runtime`` (or cancellation), then close the server."""
-    hosts = args.bind or ["0.0.0.0"]
-    async with AsyncExitStack() as stack:
-        try:
-            server = await stack.enter_async_context(ae.serve(hosts, args.port))
-        except OSError as exc:
-            if isinstance(exc, DicomNetworkError):
-                raise
-            where = ", ".join(f"{host}:{args.port}" for host in hosts)
-            raise common.AppError(
-                f"cannot listen on {where}: {common.describe_os_error(exc)}"
-            ) from exc
-        where = ", ".join(f"{host}:{port}" for host, port in server.addresses)
-        log.log(common.NOTICE, "echoscp listening on %s as %s", where, ae.ae_title)
-        limit = math.inf if args.max_runtime is None else args.max_runtime
-        with anyio.move_on_after(limit) as timer:
-            await server.wait_closed()
-        if timer.cancelled_caught:
-            log.info("Maximum run time reached; shutting down")
-
-
-async def _stop_on_signal(
-    scope: anyio.CancelScope,
-    log: logging.Logger,
-    *,
-    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    """Cancel ``scope`` on SIGINT or SIGTERM (where the platform lets us catch them)."""
-    with ExitStack() as stack:
-        try:
-            signals = stack.enter_context(anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM))
-        except (NotImplementedError, RuntimeError, ValueError) as exc:
-            log.debug("signal handling unavailable (%s); Ctrl-C will interrupt", exc)
-            task_status.started()
-            return
-        task_status.started()
-        async for signum in signals:
-            log.info("%s received; shutting down", signal.Signals(signum).name)
-            scope.cancel()
-            return
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,11 +30,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +43,9 @@ from aionetdicom import sop_classes
 from aionetdicom.acse.contexts import VERIFICATION_SOP_CLASS, PresentationContext, is_valid_uid
 from aionetdicom.ae import AE
 from aionetdicom.apps import common
-from aionetdicom.apps.echoscp import _stop_on_signal
+from aionetdicom.apps.serving import serve_until_stopped
 from aionetdicom.apps.storescp import check_output_directory, storage_transfer_syntaxes
 from aionetdicom.datasets import DatasetError
-from aionetdicom.errors import DicomNetworkError
 from aionetdicom.services.qr_scp import (
     FindRequest,
     GetRequest,
@@ -364,43 +362,12 @@ async def serve(args: argparse.Namespace, log: logging.Logger) -> int:
         raise common.AppError(f"cannot open the index database {args.database!r}: {exc}") from exc
     try:
         ae = make_ae(args, log, index)
-        async with anyio.create_task_group() as tg:
-            await tg.start(_stop_on_signal, tg.cancel_scope, log)
-            await _listen(ae, args, log)
-            tg.cancel_scope.cancel()
+        what = f", storing in {args.storage}, index {_safe_url(args.database)}"
+        await serve_until_stopped(ae, args, log, "qrscp", what)
     finally:
         with anyio.CancelScope(shield=True):
             await index.aclose()
-    log.info("qrscp stopped")
     return 0
-
-
-async def _listen(ae: AE, args: argparse.Namespace, log: logging.Logger) -> None:
-    hosts = args.bind or ["0.0.0.0"]
-    async with AsyncExitStack() as stack:
-        try:
-            server = await stack.enter_async_context(ae.serve(hosts, args.port))
-        except OSError as exc:
-            if isinstance(exc, DicomNetworkError):
-                raise
-            where = ", ".join(f"{host}:{args.port}" for host in hosts)
-            raise common.AppError(
-                f"cannot listen on {where}: {common.describe_os_error(exc)}"
-            ) from exc
-        where = ", ".join(f"{host}:{port}" for host, port in server.addresses)
-        log.log(
-            common.NOTICE,
-            "qrscp listening on %s as %s, storing in %s, index %s",
-            where,
-            ae.ae_title,
-            args.storage,
-            _safe_url(args.database),
-        )
-        limit = math.inf if args.max_runtime is None else args.max_runtime
-        with anyio.move_on_after(limit) as timer:
-            await server.wait_closed()
-        if timer.cancelled_caught:
-            log.info("Maximum run time reached; shutting down")
 
 
 def _safe_url(url: str) -> str:

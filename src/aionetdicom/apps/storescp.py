@@ -22,13 +22,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
 from pathlib import Path
-
-import anyio
 
 from aionetdicom import sop_classes
 from aionetdicom.acse.contexts import (
@@ -42,9 +38,8 @@ from aionetdicom.acse.contexts import (
 )
 from aionetdicom.ae import AE
 from aionetdicom.apps import common
-from aionetdicom.apps.echoscp import _stop_on_signal
+from aionetdicom.apps.serving import serve_until_stopped
 from aionetdicom.datasets import DatasetError
-from aionetdicom.errors import DicomNetworkError
 from aionetdicom.services.storage import DEFAULT_STORE_STATUS, StoreRequest
 from aionetdicom.services.verification import EchoRequest
 
@@ -207,40 +202,11 @@ async def serve(args: argparse.Namespace, log: logging.Logger) -> int:
     """Listen until a signal or ``--max-runtime``; shut down gracefully; return 0."""
     output = None if args.ignore else check_output_directory(args.output_directory)
     ae = make_ae(args, log, output)
-    async with anyio.create_task_group() as tg:
-        # Catch the signals before listening, so a SIGTERM right after start-up is graceful.
-        await tg.start(_stop_on_signal, tg.cancel_scope, log)
-        await _listen(ae, args, log, output)
-        tg.cancel_scope.cancel()
-    log.info("storescp stopped")
+    storing = "not storing (--ignore)" if output is None else f"storing in {output}"
+    if output is not None and args.sort_by_study:
+        storing += " (one folder per study)"
+    await serve_until_stopped(ae, args, log, "storescp", f", {storing}")
     return 0
-
-
-async def _listen(
-    ae: AE, args: argparse.Namespace, log: logging.Logger, output: Path | None
-) -> None:
-    """Serve until ``--max-runtime`` (or cancellation), then close the server."""
-    hosts = args.bind or ["0.0.0.0"]
-    async with AsyncExitStack() as stack:
-        try:
-            server = await stack.enter_async_context(ae.serve(hosts, args.port))
-        except OSError as exc:
-            if isinstance(exc, DicomNetworkError):
-                raise
-            where = ", ".join(f"{host}:{args.port}" for host in hosts)
-            raise common.AppError(
-                f"cannot listen on {where}: {common.describe_os_error(exc)}"
-            ) from exc
-        where = ", ".join(f"{host}:{port}" for host, port in server.addresses)
-        storing = "not storing (--ignore)" if output is None else f"storing in {output}"
-        if output is not None and args.sort_by_study:
-            storing += " (one folder per study)"
-        log.log(common.NOTICE, "storescp listening on %s as %s, %s", where, ae.ae_title, storing)
-        limit = math.inf if args.max_runtime is None else args.max_runtime
-        with anyio.move_on_after(limit) as timer:
-            await server.wait_closed()
-        if timer.cancelled_caught:
-            log.info("Maximum run time reached; shutting down")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
