@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pydicom
@@ -165,6 +166,13 @@ def findscu(archive: Archive, tmp_path: Path, model: str, *keys: str) -> list[Da
     return [pydicom.dcmread(path) for path in sorted(tmp_path.glob("rsp*.dcm"))]
 
 
+def retrieve_study(archive: Archive, tool: str, study: str, *flags: str) -> Any:
+    """Run DCMTK getscu or movescu (Study Root) for one study with ``flags``."""
+    keys = ["-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}"]
+    command = [f"{DCMTK}{tool}", "-S", "-aec", QR_AET, *flags, *keys]
+    return run([*command, HOST, str(archive.qrscp.port)], dcmtk=True)
+
+
 def test_stored_files_are_on_disk_by_study(archive: Archive) -> None:
     files = sorted(archive.storage.rglob("*.dcm"))
     assert len(files) == 7
@@ -247,69 +255,21 @@ def test_series_and_image_levels(archive: Archive, tmp_path: Path) -> None:
 
 
 def test_getscu_retrieves_a_study(archive: Archive, tmp_path: Path) -> None:
-    result = run(
-        [
-            f"{DCMTK}getscu",
-            "-S",
-            "-aec",
-            QR_AET,
-            "-od",
-            str(tmp_path),
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            f"StudyInstanceUID={archive.study_a}",
-            HOST,
-            str(archive.qrscp.port),
-        ],
-        dcmtk=True,
-    )
+    result = retrieve_study(archive, "getscu", archive.study_a, "-od", str(tmp_path))
     assert result.returncode == 0, output(result) + archive.qrscp.log()
     got = {str(pydicom.dcmread(path).SOPInstanceUID) for path in tmp_path.iterdir()}
     assert got == set(archive.uids[archive.study_a])
 
 
 def test_movescu_moves_a_study_to_dcmtk_storescp(archive: Archive) -> None:
-    result = run(
-        [
-            f"{DCMTK}movescu",
-            "-S",
-            "-aec",
-            QR_AET,
-            "-aem",
-            DEST_AET,
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            f"StudyInstanceUID={archive.study_b}",
-            HOST,
-            str(archive.qrscp.port),
-        ],
-        dcmtk=True,
-    )
+    result = retrieve_study(archive, "movescu", archive.study_b, "-aem", DEST_AET)
     assert result.returncode == 0, output(result) + archive.qrscp.log()
     got = {str(pydicom.dcmread(path).SOPInstanceUID) for path in archive.moved.iterdir()}
     assert set(archive.uids[archive.study_b]) <= got
 
 
 def test_move_to_an_unknown_destination_is_refused(archive: Archive) -> None:
-    result = run(
-        [
-            f"{DCMTK}movescu",
-            "-S",
-            "-aec",
-            QR_AET,
-            "-aem",
-            "NOBODY",
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            f"StudyInstanceUID={archive.study_b}",
-            HOST,
-            str(archive.qrscp.port),
-        ],
-        dcmtk=True,
-    )
+    result = retrieve_study(archive, "movescu", archive.study_b, "-aem", "NOBODY")
     assert "MoveDestinationUnknown" in output(result) or "a801" in output(result).lower()
 
 
