@@ -682,6 +682,32 @@ async def test_peek_then_save_to(tmp_path: Path, syntax: str, streaming: bool) -
     assert (stored.pixel_array == pydicom.dcmread(source).pixel_array).all()
 
 
+async def test_streamed_read_beyond_the_memory_limit_is_out_of_resources(tmp_path: Path) -> None:
+    """read() of a streamed data set stops at maximum_dataset_size: 0xA700, nothing kept;
+    the association carries on."""
+    ds = make_ct(1024, 1024, seed=42)  # 2 MiB
+    source = write_file(ds, tmp_path / "big.dcm", ExplicitVRLittleEndian)
+    reached: list[str] = []
+
+    async def handler(request: StoreRequest) -> int:
+        try:
+            await request.read()
+        except MemoryError as exc:
+            reached.append(str(exc))
+            raise
+        return SUCCESS
+
+    scp = scp_ae(maximum_dataset_size=MEMORY_LIMIT)
+    scp.on_store(streaming=True)(handler)
+    with anyio.fail_after(LIMIT):
+        async with serving(scp) as port, connect(port) as assoc:
+            status = await assoc.store(source)
+            assert (await assoc.echo()).is_success
+    assert int(status) == 0xA700
+    assert reached
+    assert "maximum_dataset_size" in reached[0]
+
+
 @pytest.mark.parametrize("streaming", [True, False], ids=["streaming", "in-memory"])
 async def test_peek_read_and_chunks(tmp_path: Path, streaming: bool) -> None:
     """peek, then read (or chunks) gives the whole data set; each reads once."""

@@ -1019,9 +1019,25 @@ class StoreRequest:
             yield chunk
 
     async def read(self) -> bytes:
-        """The whole data set in memory (streaming: waits for all of it)."""
+        """The whole data set in memory (streaming: waits for all of it).
+
+        Streaming, it holds at most the AE's ``maximum_dataset_size`` (as a request
+        received into memory would); beyond it MemoryError, answered 0xA700 (use
+        :meth:`save_to` or :meth:`chunks` for larger instances).
+        """
         if self._raw is None:
-            parts = [chunk async for chunk in self.chunks()]
+            limit = getattr(self.assoc.ae, "maximum_dataset_size", None)
+            parts: list[Buffer] = []
+            size = 0
+            async with aclosing(self.chunks()) as chunks:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if limit is not None and size > limit:
+                        raise MemoryError(
+                            f"the data set exceeds maximum_dataset_size ({limit} bytes) "
+                            "to read into memory; save_to() or chunks() take any size"
+                        )
+                    parts.append(chunk)
             self._raw = b"".join(parts)
         return self._raw
 
