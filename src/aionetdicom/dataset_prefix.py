@@ -76,6 +76,11 @@ class _Walker:
             if end > self.size:
                 raise _NeedMore
             return end
+        if start - offset == 12 and bytes(self.data[offset + 4 : offset + 6]) == b"UN":
+            # UN of undefined length (explicit VR: a 12-byte header): its items are
+            # Implicit VR Little Endian whatever the transfer syntax (PS3.5 6.2.2), up
+            # to and including the Sequence Delimitation Item.
+            return _Walker(self.data, True, True).skip_items(start, depth + 1)
         return self.skip_items(start, depth + 1)
 
     def skip_items(self, offset: int, depth: int) -> int:

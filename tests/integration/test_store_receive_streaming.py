@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import struct
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ import anyio.from_thread
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -367,12 +369,14 @@ async def test_abort_mid_transfer_leaves_no_file(
     tmp_path: Path,
     big_ct: tuple[Dataset, Path],
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
     how: str,
 ) -> None:
     ds, source = big_ct
     raw = dataset_of(source)
     folder = tmp_path / "store"
     writing = await _counting_write(monkeypatch)
+    caplog.set_level(logging.INFO, logger="aionetdicom")
     errors: list[BaseException] = []
     finished = anyio.Event()
 
@@ -395,10 +399,15 @@ async def test_abort_mid_transfer_leaves_no_file(
             async with connect(port) as assoc:
 
                 async def chunks() -> AsyncIterator[bytes]:
+                    cut = False
                     for start in range(0, len(raw), step):
-                        if start >= 6 * 1024 * 1024:
+                        if start >= 6 * 1024 * 1024 and not cut:
+                            cut = True  # once: what follows goes to a closed connection
                             await writing.wait()
-                            assert any(folder.iterdir())  # the part file is there
+                            # Part of the data set is on disk, in the temporary file only.
+                            (part,) = folder.iterdir()
+                            assert part.name.startswith(f".{ds.SOPInstanceUID}.dcm.")
+                            assert part.name.endswith(".part")
                             if how == "sender-fails":
                                 raise RuntimeError("the sender gave up")
                             await assoc._stream.aclose()
@@ -426,6 +435,11 @@ async def test_abort_mid_transfer_leaves_no_file(
     assert isinstance(errors[0], DicomNetworkError)
     assert writing.is_set()
     assert list(folder.iterdir()) == []
+    # The peer's abort is no failure of the handler: no error (nor traceback) logged
+    # for it, and no claim of a response that cannot be sent.
+    assert "C-STORE not completed" in caplog.text
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert "answering 0x" not in caplog.text
 
 
 # ------------------------------------------------------------------ hostile UIDs
@@ -588,8 +602,9 @@ async def test_verify_uids_alone(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ disk full
 
 
+@pytest.mark.parametrize("code", ["ENOSPC", "EDQUOT"])
 async def test_disk_full_answers_out_of_resources(
-    tmp_path: Path, big_ct: tuple[Dataset, Path], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, big_ct: tuple[Dataset, Path], monkeypatch: pytest.MonkeyPatch, code: str
 ) -> None:
     ds, source = big_ct
     folder = tmp_path / "store"
@@ -601,7 +616,8 @@ async def test_disk_full_answers_out_of_resources(
         if full and os.fstat(fd).st_size > 0:  # past the header: half, then ENOSPC
             os.write(fd, memoryview(data)[: len(data) // 2])
             partial.append(os.fstat(fd).st_size)
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            number = getattr(errno, code)
+            raise OSError(number, os.strerror(number))
         real(fd, data)
 
     monkeypatch.setattr(storage, "_write_all", write)
@@ -706,6 +722,47 @@ async def test_streamed_read_beyond_the_memory_limit_is_out_of_resources(tmp_pat
     assert int(status) == 0xA700
     assert reached
     assert "maximum_dataset_size" in reached[0]
+
+
+@pytest.mark.parametrize("streaming", [True, False], ids=["streaming", "in-memory"])
+async def test_read_then_save_to_chunks_and_peek(tmp_path: Path, streaming: bool) -> None:
+    """Once read() has the data set in memory, a streamed request is used as one received
+    whole: save_to writes it (once), chunks gives it, peek and dataset see it."""
+    first, second = make_ct(seed=60), make_mr(seed=61)
+    raws = {ds.SOPInstanceUID: encoded(ds) for ds in (first, second)}
+    folder = tmp_path / "store"
+    results: dict[str, object] = {}
+
+    async def handler(request: StoreRequest) -> int:
+        data = await request.read()
+        assert data == raws[request.sop_instance_uid]
+        assert request.raw == data
+        assert (await request.peek()).SOPInstanceUID == request.sop_instance_uid
+        assert request.dataset.SOPInstanceUID == request.sop_instance_uid
+        if request.message_id == 1:
+            results["saved"] = await request.save_to(folder)
+            try:
+                await request.save_to(folder)
+            except RuntimeError as exc:
+                results["saved-again"] = str(exc)
+        else:
+            results["chunks"] = b"".join([bytes(chunk) async for chunk in request.chunks()])
+        assert await request.read() == data  # read() again: the same bytes
+        return SUCCESS
+
+    scp = scp_ae()
+    scp.on_store(streaming=streaming)(handler)
+    with anyio.fail_after(LIMIT):
+        async with serving(scp) as port, connect(port) as assoc:
+            assert (await assoc.store(first)).is_success
+            assert (await assoc.store(second)).is_success
+    final = folder / f"{first.SOPInstanceUID}.dcm"
+    assert results["saved"] == final
+    assert "already read" in str(results["saved-again"])
+    assert all_files(folder) == [final]
+    assert dataset_of(final) == raws[first.SOPInstanceUID]
+    assert pydicom.dcmread(final).file_meta.MediaStorageSOPInstanceUID == first.SOPInstanceUID
+    assert results["chunks"] == raws[second.SOPInstanceUID]
 
 
 @pytest.mark.parametrize("streaming", [True, False], ids=["streaming", "in-memory"])
@@ -924,6 +981,61 @@ async def test_handler_raising_before_reading(tmp_path: Path, big_ct: tuple[Data
     assert len(all_files(tmp_path)) == 1
 
 
+async def test_handler_timeout_during_save_to_removes_the_part_file(
+    tmp_path: Path, big_ct: tuple[Dataset, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The peer stalls half-way through the data set: the handler timeout cancels save_to,
+    which removes its temporary file; the rest is drained and 0xC211 answered."""
+    ds, source = big_ct
+    raw = dataset_of(source)
+    folder = tmp_path / "store"
+    writing = await _counting_write(monkeypatch)
+    cancelled = anyio.Event()
+    outcomes: list[str] = []
+
+    async def handler(request: StoreRequest) -> int:
+        try:
+            await request.save_to(folder)
+        except anyio.get_cancelled_exc_class():
+            outcomes.append("cancelled")
+            cancelled.set()
+            raise
+        outcomes.append("saved")
+        return SUCCESS
+
+    step = 512 * 1024
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(raw), step):
+            if start == 5 * 1024 * 1024:
+                await writing.wait()
+                (part,) = folder.iterdir()  # part of it is on disk, in the part file
+                assert part.suffix == ".part"
+                await cancelled.wait()  # stall until the handler has given up
+                assert list(folder.iterdir()) == []
+            yield raw[start : start + step]
+
+    with anyio.fail_after(LIMIT):
+        async with streaming_pair(handler, handler_timeout=1.0) as assoc:
+            message_id = assoc.next_message_id()
+            command = make_command(
+                CommandField.C_STORE_RQ,
+                has_dataset=True,
+                MessageID=message_id,
+                Priority=0,
+                AffectedSOPClassUID=CT_IMAGE_STORAGE,
+                AffectedSOPInstanceUID=ds.SOPInstanceUID,
+            )
+            context_id = context_for(assoc, CT_IMAGE_STORAGE, ExplicitVRLittleEndian)
+            async with assoc.expect_responses(message_id) as responses:
+                await assoc.send_message_stream(context_id, command, chunks(), len(raw))
+                response = await assoc.receive_response(responses, "C-STORE response")
+            assert (await assoc.echo()).is_success
+    assert response.command["Status"] == STORE_FAILURE
+    assert outcomes == ["cancelled"]
+    assert all_files(tmp_path) == []
+
+
 async def test_handler_timeout_while_the_buffer_is_full(big_ct: tuple[Dataset, Path]) -> None:
     """A handler that never reads: the buffer fills, progress stops, the handler timeout
     cancels it; the rest is drained and 0xC211 answered."""
@@ -1093,6 +1205,60 @@ async def test_storescp_sorts_by_study(tmp_path: Path) -> None:
             pydicom.dcmread(stored).file_meta.TransferSyntaxUID
             == read_file_meta(path).transfer_syntax
         )
+
+
+def with_private_un_sequence(ds: Dataset) -> bytes:
+    """``ds`` in Explicit VR Little Endian with a private sequence sent as UN of undefined
+    length before its Pixel Data (its items Implicit VR Little Endian, PS3.5 6.2.2), as
+    a peer that does not know the sequence's VR sends it."""
+
+    def implicit(tag: int, value: bytes) -> bytes:
+        return struct.pack("<HHL", tag >> 16, tag & 0xFFFF, len(value)) + value
+
+    item_end = struct.pack("<HHL", 0xFFFE, 0xE00D, 0)
+    sequence_end = struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
+    item = struct.pack("<HHL", 0xFFFE, 0xE000, 0xFFFFFFFF)
+    # Item contents whose misreading as explicit VR would go astray: values whose
+    # first bytes look like VRs and lengths.
+    contents = implicit(0x00091011, b"OB\xff\xff\xff\x7f" * 4) + implicit(0x00091012, b"x" * 300)
+    private = (
+        struct.pack("<HH2sH", 0x0009, 0x0010, b"LO", 8)
+        + b"ACME 1.0"
+        + struct.pack("<HH2sHL", 0x0009, 0x1010, b"UN", 0, 0xFFFFFFFF)
+        + (item + contents + item_end) * 3
+        + sequence_end
+    )
+    before, after = Dataset(), Dataset()
+    for element in ds:
+        (before if element.tag < 0x00090000 else after).add(element)
+    return encoded(before) + private + encoded(after)
+
+
+async def test_storescp_sorts_by_study_past_a_private_un_sequence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """peek walks past an undefined-length UN (its value is implicit VR LE) to the Study
+    Instance UID and Pixel Data, reading only the start of the data set."""
+    monkeypatch.setattr(storage, "PEEK_LIMIT", 64 * 1024)
+    output = tmp_path / "out"
+    output.mkdir()
+    args = storescp.build_parser().parse_args(["0", "--sort-by-study", "-od", str(output)])
+    ae = storescp.make_ae(args, logging.getLogger("test.storescp"), output)
+    ae.maximum_dataset_size = MEMORY_LIMIT
+    ds = make_ct(1024, 1024, seed=56)  # 2 MiB: far beyond what peek may read
+    raw = with_private_un_sequence(ds)
+    private = pydicom.dcmread(DicomBytesIO(raw), force=True)[0x00091010]
+    assert len(private.value) == 3  # pydicom reads the UN value as a sequence of 3 items
+    contexts = storage_contexts((CT_IMAGE_STORAGE,), (ExplicitVRLittleEndian,))
+    with anyio.fail_after(LIMIT):
+        async with serving(ae) as port, storescu(port, contexts) as assoc:
+            status = await send_store(
+                assoc, raw, sop_class=CT_IMAGE_STORAGE, sop_instance=ds.SOPInstanceUID
+            )
+    assert status == SUCCESS
+    stored = output / str(ds.StudyInstanceUID) / f"{ds.SOPInstanceUID}.dcm"
+    assert all_files(output) == [stored]
+    assert dataset_of(stored) == raw
 
 
 async def test_storescp_refuses_a_hostile_study_uid(tmp_path: Path) -> None:

@@ -401,6 +401,123 @@ def test_encapsulated_pixel_data_is_walked_to_its_delimiter(enc: Encoding) -> No
     assert_every_truncation(data, enc, len(prefix), TRAILING_PADDING)
 
 
+# A private sequence of unknown VR, sent as UN of undefined length: in Explicit VR its
+# value is Implicit VR Little Endian whatever the transfer syntax (PS3.5 6.2.2), up to
+# and including the Sequence Delimitation Item. (0009,1010) UN, undefined length: one
+# undefined-length item holding (0009,1011) of 10 bytes and a nested undefined-length
+# sequence (0009,1012) with one empty item; then Pixel Data.
+UN_ITEMS = (
+    bytes.fromhex("feff00e0 ffffffff")  # item, undefined length
+    + bytes.fromhex("09001110 0a000000")
+    + b"0123456789"
+    + bytes.fromhex("09001210 ffffffff")  # nested sequence, undefined length
+    + bytes.fromhex("feff00e0 ffffffff feff0de0 00000000")
+    + bytes.fromhex("feffdde0 00000000")
+    + bytes.fromhex("feff0de0 00000000")  # end of the item
+    + bytes.fromhex("feffdde0 00000000")  # end of the UN value
+)
+UN_VECTORS = [
+    pytest.param(
+        EXPLICIT_LE,
+        bytes.fromhex("09001000")
+        + b"LO"
+        + bytes.fromhex("0400")
+        + b"PRIV"
+        + bytes.fromhex("09001010")
+        + b"UN"
+        + bytes.fromhex("0000 ffffffff")
+        + UN_ITEMS
+        + bytes.fromhex("e07f1000")
+        + b"OW"
+        + bytes.fromhex("0000 02000000 0000"),
+        12 + 12 + len(UN_ITEMS),
+        id="explicit-le",
+    ),
+    pytest.param(
+        EXPLICIT_BE,
+        bytes.fromhex("00090010")
+        + b"LO"
+        + bytes.fromhex("0004")
+        + b"PRIV"
+        + bytes.fromhex("00091010")
+        + b"UN"
+        + bytes.fromhex("0000 ffffffff")
+        + UN_ITEMS
+        + bytes.fromhex("7fe00010")
+        + b"OW"
+        + bytes.fromhex("0000 00000002 0000"),
+        12 + 12 + len(UN_ITEMS),
+        id="explicit-be",
+    ),
+]
+
+
+@pytest.mark.parametrize(("enc", "data", "expected"), UN_VECTORS)
+def test_undefined_length_un_is_walked_as_implicit_little_endian(
+    enc: Encoding, data: bytes, expected: int
+) -> None:
+    assert data[expected : expected + 4] == enc.tag(PIXEL_DATA)
+    assert end_of(data, enc) == expected
+    assert_every_truncation(data, enc, expected)
+    # Only its value: the elements after it are explicit VR again.
+    after = enc.element(PATIENT_NAME, "PN", b"AB^C")
+    longer = data[:expected] + after + data[expected:]
+    assert end_of(longer, enc, PATIENT_NAME) == expected
+    assert end_of(longer, enc) == expected + len(after)
+
+
+def test_undefined_length_un_is_what_pydicom_reads() -> None:
+    """pydicom reads the Explicit VR Little Endian vector the same way."""
+    from pydicom.filereader import read_dataset
+
+    data = UN_VECTORS[0].values[1]
+    assert isinstance(data, bytes)
+    ds = read_dataset(DicomBytesIO(data), is_implicit_VR=False, is_little_endian=True)
+    assert [element.tag for element in ds] == [0x00090010, 0x00091010, PIXEL_DATA]
+    (item,) = ds[0x00091010].value
+    assert item[0x00091011].value == b"0123456789"
+
+
+def test_undefined_length_un_nesting_counts_towards_the_limit() -> None:
+    """Sequences nested inside a UN value count towards MAX_NESTING like any other."""
+    body = b""
+    for _ in range(MAX_NESTING):  # implicit VR LE sequences, each in an item
+        body = (
+            bytes.fromhex("09001210 ffffffff feff00e0 ffffffff")
+            + body
+            + bytes.fromhex("feff0de0 00000000 feffdde0 00000000")
+        )
+    un = (
+        EXPLICIT_LE.element(0x00091010, "UN", b"", UNDEFINED)
+        + EXPLICIT_LE.delimiter(ITEM, UNDEFINED)
+        + body
+        + EXPLICIT_LE.delimiter(ITEM_END)
+        + EXPLICIT_LE.delimiter(SEQUENCE_END)
+    )
+    with pytest.raises(DatasetError, match=f"nested deeper than {MAX_NESTING} levels"):
+        end_of(un + pixel_data(EXPLICIT_LE), EXPLICIT_LE)
+    shallower = body[16:-16]  # one level less: within the limit
+    un = (
+        EXPLICIT_LE.element(0x00091010, "UN", b"", UNDEFINED)
+        + EXPLICIT_LE.delimiter(ITEM, UNDEFINED)
+        + shallower
+        + EXPLICIT_LE.delimiter(ITEM_END)
+        + EXPLICIT_LE.delimiter(SEQUENCE_END)
+    )
+    assert end_of(un + pixel_data(EXPLICIT_LE), EXPLICIT_LE) == len(un)
+
+
+@pytest.mark.parametrize("enc", [EXPLICIT_LE, EXPLICIT_BE], ids=lambda enc: enc.name)
+def test_undefined_length_ob_keeps_the_transfer_syntax(enc: Encoding) -> None:
+    """Only UN switches to implicit VR LE: encapsulated OB items stay in the syntax's
+    byte order (a Big Endian item length misread as little endian would overrun)."""
+    frames = [enc.item(b"\x01" * 6, defined=True)]
+    value = enc.element(0x00091010, "OB", b"".join(frames), UNDEFINED) + enc.delimiter(SEQUENCE_END)
+    data = value + pixel_data(enc)
+    assert end_of(data, enc) == len(value)
+    assert_every_truncation(data, enc, len(value))
+
+
 @pytest.mark.parametrize("enc", ENCODINGS, ids=lambda enc: enc.name)
 def test_huge_declared_length_needs_more(enc: Encoding) -> None:
     """A length beyond the data is not an error: more bytes are needed."""

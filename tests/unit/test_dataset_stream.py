@@ -14,7 +14,15 @@ import anyio.lowlevel
 import pytest
 
 from aionetdicom.dataset_stream import DEFAULT_STREAM_BUFFER, DatasetStream
-from aionetdicom.errors import AssociationAborted, ConnectionClosed
+from aionetdicom.dimse.command_set import Command, CommandField, encode_command, make_command
+from aionetdicom.dimse.fragments import (
+    AssembledMessage,
+    DatasetFragment,
+    MessageAssembler,
+    fragment,
+)
+from aionetdicom.errors import AssociationAborted, ConnectionClosed, ProtocolError
+from aionetdicom.pdu.pdus import PDV
 
 #: Fails a test that would otherwise hang (never reached when the code is right).
 LIMIT = 10.0
@@ -347,3 +355,147 @@ async def test_repr_shows_progress() -> None:
     assert repr(stream) == "<DatasetStream 4 bytes arriving>"
     await stream.put(b"56", True)
     assert repr(stream) == "<DatasetStream 6 bytes complete>"
+
+
+# ------------------------------------------------------------------ the assembler's side
+# MessageAssembler hands a streamed data set on fragment by fragment (the association
+# puts each into a DatasetStream), bounded by its own limit, not the in-memory one.
+
+STORE_RQ = make_command(
+    CommandField.C_STORE_RQ,
+    has_dataset=True,
+    MessageID=7,
+    Priority=0,
+    AffectedSOPClassUID="1.2.840.10008.5.1.4.1.1.2",
+    AffectedSOPInstanceUID="1.2.3.4.5",
+)
+ECHO_RQ = make_command(CommandField.C_ECHO_RQ, MessageID=8, AffectedSOPClassUID="1.2.840.10008.1.1")
+
+
+def command_pdvs(command: Command, context_id: int = 1, size: int = 0) -> list[PDV]:
+    return list(fragment(context_id, True, encode_command(command), size))
+
+
+def dataset_pdvs(data: bytes, context_id: int = 1, size: int = 0) -> list[PDV]:
+    return list(fragment(context_id, False, data, size))
+
+
+def streaming_assembler(
+    decide: bool = True, **limits: int | None
+) -> tuple[MessageAssembler, list[Command]]:
+    asked: list[Command] = []
+
+    def stream_dataset(command: Command) -> bool:
+        asked.append(command)
+        return decide
+
+    return MessageAssembler(stream_dataset=stream_dataset, **limits), asked  # type: ignore[arg-type]
+
+
+def test_assembler_streams_the_data_set_fragment_by_fragment() -> None:
+    assembler, asked = streaming_assembler()
+    data = bytes(range(256)) * 10
+    (*head, last) = command_pdvs(STORE_RQ, size=20)
+    assert all(assembler.feed(pdv) is None for pdv in head)
+    assert not asked  # asked once the command is complete, not before
+    message = assembler.feed(last)
+    assert isinstance(message, AssembledMessage)
+    assert message.streamed
+    assert message.dataset is None
+    assert message.stream is None  # the I/O layer attaches it
+    assert message.command["AffectedSOPInstanceUID"] == "1.2.3.4.5"
+    assert [command["MessageID"] for command in asked] == [7]
+    assert assembler.streaming
+    assert assembler.in_progress
+    fragments = [assembler.feed(pdv) for pdv in dataset_pdvs(data, size=1000)]
+    assert all(isinstance(f, DatasetFragment) for f in fragments)
+    assert [f.is_last for f in fragments] == [False, False, True]  # type: ignore[union-attr]
+    assert b"".join(bytes(f.data) for f in fragments) == data  # type: ignore[union-attr]
+    assert not assembler.streaming
+    assert not assembler.in_progress
+    # The next message is assembled as usual.
+    echo = [assembler.feed(pdv) for pdv in command_pdvs(ECHO_RQ)]
+    assert isinstance(echo[-1], AssembledMessage)
+    assert echo[-1].command["MessageID"] == 8
+    assert [command["MessageID"] for command in asked] == [7]  # no data set: not asked
+
+
+def test_assembler_gathers_when_the_callback_says_no() -> None:
+    assembler, asked = streaming_assembler(decide=False)
+    data = b"\x01\x02" * 600
+    out = [assembler.feed(pdv) for pdv in command_pdvs(STORE_RQ) + dataset_pdvs(data, size=500)]
+    assert out[:-1] == [None] * (len(out) - 1)
+    message = out[-1]
+    assert isinstance(message, AssembledMessage)
+    assert not message.streamed
+    assert message.dataset == data
+    assert len(asked) == 1
+
+
+def test_assembler_empty_streamed_data_set() -> None:
+    assembler, _ = streaming_assembler()
+    (message,) = [assembler.feed(pdv) for pdv in command_pdvs(STORE_RQ)]
+    assert isinstance(message, AssembledMessage)
+    assert message.streamed
+    (last,) = [assembler.feed(pdv) for pdv in dataset_pdvs(b"")]
+    assert isinstance(last, DatasetFragment)
+    assert last.is_last
+    assert bytes(last.data) == b""
+    assert not assembler.in_progress
+
+
+def test_assembler_streamed_limit_not_the_in_memory_one() -> None:
+    """A streamed data set may exceed max_dataset_length; max_streamed_dataset_length
+    bounds it (exactly the limit passes, one byte more is a ProtocolError)."""
+    assembler, _ = streaming_assembler(max_dataset_length=10, max_streamed_dataset_length=3000)
+    for pdv in command_pdvs(STORE_RQ):
+        assembler.feed(pdv)
+    fragments = [assembler.feed(pdv) for pdv in dataset_pdvs(b"x" * 3000, size=1000)]
+    assert fragments[-1].is_last  # type: ignore[union-attr]
+    for pdv in command_pdvs(STORE_RQ):
+        assembler.feed(pdv)
+    pdvs = dataset_pdvs(b"x" * 3001, size=1000)
+    for pdv in pdvs[:-1]:
+        assert isinstance(assembler.feed(pdv), DatasetFragment)
+    with pytest.raises(ProtocolError, match="data set exceeds the limit of 3000 bytes"):
+        assembler.feed(pdvs[-1])
+    assert not assembler.in_progress
+    assert not assembler.streaming
+
+
+def test_assembler_in_memory_limit_still_applies_when_not_streamed() -> None:
+    assembler, _ = streaming_assembler(decide=False, max_dataset_length=10)
+    for pdv in command_pdvs(STORE_RQ):
+        assembler.feed(pdv)
+    *head, last = dataset_pdvs(b"y" * 11, size=4)
+    assert [assembler.feed(pdv) for pdv in head] == [None, None]
+    with pytest.raises(ProtocolError, match="data set exceeds the limit of 10 bytes"):
+        assembler.feed(last)
+
+
+@pytest.mark.parametrize("stray", ["command", "other-context"])
+def test_assembler_rejects_interleaving_while_streaming(stray: str) -> None:
+    assembler, _ = streaming_assembler()
+    for pdv in command_pdvs(STORE_RQ):
+        assembler.feed(pdv)
+    assert isinstance(assembler.feed(dataset_pdvs(b"abcd", size=2)[0]), DatasetFragment)
+    bad = command_pdvs(ECHO_RQ)[0] if stray == "command" else dataset_pdvs(b"zz", context_id=3)[0]
+    with pytest.raises(ProtocolError):
+        assembler.feed(bad)
+    assert not assembler.in_progress
+    assert not assembler.streaming
+
+
+def test_assembler_keeps_immutable_fragments_and_copies_writable_ones() -> None:
+    assembler, _ = streaming_assembler()
+    for pdv in command_pdvs(STORE_RQ):
+        assembler.feed(pdv)
+    immutable = b"kept as it is"
+    first = assembler.feed(PDV(1, False, False, immutable))
+    assert isinstance(first, DatasetFragment)
+    assert first.data is immutable
+    writable = bytearray(b"reused by the reader")
+    second = assembler.feed(PDV(1, False, True, memoryview(writable)))
+    assert isinstance(second, DatasetFragment)
+    writable[:] = b"X" * len(writable)
+    assert bytes(second.data) == b"reused by the reader"

@@ -1039,6 +1039,9 @@ class StoreRequest:
                         )
                     parts.append(chunk)
             self._raw = b"".join(parts)
+            # Now in memory: from here on it is read as a request received whole would
+            # be (save_to and chunks take the bytes, peek and raw see them).
+            self._consumed = False
         return self._raw
 
     def _meta_values(self) -> dict[int, bytes | str]:
@@ -1102,7 +1105,7 @@ class StoreRequest:
             await self.verify_uids()
         header = self.file_header()
         target = pathlib.Path(folder)
-        if self._stream is None:
+        if self._raw is not None:  # received whole, or streamed and then read()
             self._take()
             path = await anyio.to_thread.run_sync(_write_atomically, target, name, header, self.raw)
         else:

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 
 from aionetdicom.dimse.command_set import Command, CommandField, make_command, set_if_valid
 from aionetdicom.dimse.status import Status
+from aionetdicom.errors import DicomNetworkError
 from aionetdicom.handlers import Service
 from aionetdicom.services.status_rules import FAILURE_FOR, checked_status
 from aionetdicom.services.storage import (
@@ -83,6 +84,11 @@ def _failure_for(assoc: Association, exc: Exception, message_id: int) -> tuple[i
     if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno in _OUT_OF_SPACE):
         assoc.log.error("association #%d: C-STORE out of resources: %s", assoc.id, exc)
         return OUT_OF_RESOURCES, "Out of resources"
+    if isinstance(exc, DicomNetworkError) and not assoc.is_established:
+        # The association ended under the handler (e.g. aborted while a streamed data
+        # set arrived): nothing will be answered, and it is no fault of the handler.
+        assoc.log.info("association #%d: C-STORE not completed: %s", assoc.id, exc)
+        return STORE_FAILURE, "The association ended"
     assoc.log.exception(
         "association #%d: store handler raised (message ID %d); answering 0x%04X",
         assoc.id,
