@@ -97,6 +97,8 @@ QR_KEYS = {
 }
 #: Closed-port runs per DCMTK cell to estimate process start (as bench_echo.py).
 STARTUP_SAMPLES = 25
+#: Tries of a failed run (the failures are footnoted in its cell).
+TRIES = 2
 
 T = TypeVar("T")
 
@@ -837,15 +839,17 @@ class Bench:
         self.notes.setdefault(scenario, []).append(text)
 
     def attempt(self, key: str, what: str, run: Callable[[], T]) -> T | None:
-        """Run one measurement; on failure record the error in ``key`` and go on."""
-        try:
-            value = run()
-        except Exception as exc:
-            text = error_text(exc)
-            self.measure(key).errors.append(text)
-            log(f"{what}: ERROR {text}")
-            return None
-        return value
+        """Run one measurement, up to TRIES times; every failure is recorded as an error
+        of ``key`` (a footnote of its cell), None when no try succeeded."""
+        for tries in range(1, TRIES + 1):
+            try:
+                return run()
+            except Exception as exc:
+                text = error_text(exc)
+                self.measure(key).errors.append(text)
+                again = "; trying again" if tries < TRIES else ""
+                log(f"{what}: ERROR {text}{again}")
+        return None
 
     def record(self, key: str, value: float, raw: Any = None) -> None:
         measure = self.measure(key)
@@ -903,6 +907,14 @@ class Bench:
             shutil.rmtree(path)
         path.mkdir(parents=True)
         return path
+
+
+def warm_page_cache(paths: Sequence[Path]) -> None:
+    """Read the files once, so that no run (the first of a round) pays for the disk."""
+    for path in paths:
+        with path.open("rb") as handle:
+            while handle.read(1 << 20):
+                pass
 
 
 def files_in(folder: Path) -> list[Path]:
@@ -1138,6 +1150,7 @@ def scenario_store(b: Bench) -> None:
     count = b.sizes.store_count
     folder = CACHE / f"ct{count}"
     paths = bench_store.generate(folder, count)
+    warm_page_cache(paths)
     megabytes = sum(p.stat().st_size for p in paths) / 1e6
     b.titles[1] = (
         f"C-STORE {count} CT 512x512x16 ({megabytes:.0f} MB) over ONE association, "
@@ -1173,6 +1186,7 @@ def scenario_small(b: Bench) -> None:
     count = b.sizes.small_count
     folder = small_instances(count)
     paths = sorted(folder.glob("*.dcm"))
+    warm_page_cache(paths)
     b.titles[2] = (
         f"{count} small CT (64x64, {paths[0].stat().st_size / 1000:.0f} KB), ONE association "
         "each, sequential, SCPs ignore; seconds for all"
@@ -1245,6 +1259,7 @@ def store_big_once(b: Bench, client: str, kind: str, path: Path) -> dict[str, An
 
 def scenario_big(b: Bench) -> None:
     path = multiframe(b.sizes.frames)
+    warm_page_cache([path])
     megabytes = path.stat().st_size / 1e6
     b.titles[3] = (
         f"ONE multi-frame instance ({b.sizes.frames} x 1024x1024x16, {megabytes:.0f} MB), "
@@ -1447,6 +1462,7 @@ S6_CONFIGS = [
 def scenario_window(b: Bench) -> None:
     count, latency = b.sizes.window_count, b.sizes.latency_ms
     folder = small_instances(count)
+    warm_page_cache(sorted(folder.glob("*.dcm")))
     b.titles[6] = (
         f"{count} small CT over ONE association through a proxy adding {latency:g} ms each "
         f"way, into bench_store.py's SCP (window up to {WINDOW}); seconds"
@@ -1592,7 +1608,9 @@ def save(b: Bench, argv: Sequence[str], total_seconds: float) -> Path:
         "rows": [
             {
                 **dataclasses.asdict(row),
-                "medians": [None if k is None else b.measure(k).median() for k in row.keys],
+                "medians": [
+                    None if (m := b.measures.get(k or "")) is None else m.median() for k in row.keys
+                ],
             }
             for row in b.rows
         ],
