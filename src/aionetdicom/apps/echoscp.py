@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from aionetdicom.acse.contexts import VERIFICATION_SOP_CLASS, PresentationContext
 from aionetdicom.ae import AE
 from aionetdicom.apps import common
-from aionetdicom.apps.serving import serve_until_stopped
+from aionetdicom.apps.serving import add_server_options, serve_until_stopped
 from aionetdicom.association import Association
 from aionetdicom.services.verification import EchoRequest
 
@@ -25,14 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The echoscp command line: DCMTK's (``+xe``) and pynetdicom's (``-xe``) spellings."""
     parser = common.make_parser("echoscp", DESCRIPTION, plus_options=True)
     common.add_general_options(parser)
-    network = common.add_scp_network_options(parser, ae_title_default="ECHOSCP")
-    network.add_argument(
-        "--max-runtime",
-        type=common.timeout_seconds,
-        default=None,
-        metavar="SECONDS",
-        help="stop after SECONDS (default: run until SIGINT or SIGTERM)",
-    )
+    add_server_options(parser, ae_title_default="ECHOSCP")
     common.add_prefer_ts_options(parser)
     return parser
 

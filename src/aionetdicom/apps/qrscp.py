@@ -43,7 +43,7 @@ from aionetdicom import sop_classes
 from aionetdicom.acse.contexts import VERIFICATION_SOP_CLASS, PresentationContext, is_valid_uid
 from aionetdicom.ae import AE
 from aionetdicom.apps import common
-from aionetdicom.apps.serving import serve_until_stopped
+from aionetdicom.apps.serving import add_server_options, serve_until_stopped
 from aionetdicom.apps.storescp import check_output_directory, storage_transfer_syntaxes
 from aionetdicom.datasets import DatasetError
 from aionetdicom.services.qr_scp import (
@@ -102,14 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The qrscp command line."""
     parser = common.make_parser("qrscp", DESCRIPTION, plus_options=False)
     common.add_general_options(parser)
-    network = common.add_scp_network_options(parser, ae_title_default="QRSCP")
-    network.add_argument(
-        "--max-runtime",
-        type=common.timeout_seconds,
-        default=None,
-        metavar="SECONDS",
-        help="stop after SECONDS (default: run until SIGINT or SIGTERM)",
-    )
+    add_server_options(parser, ae_title_default="QRSCP")
     archive = parser.add_argument_group("archive options")
     archive.add_argument(
         "-c",

@@ -16,6 +16,21 @@ from aionetdicom.apps import common
 from aionetdicom.errors import DicomNetworkError
 
 
+def add_server_options(
+    parser: argparse.ArgumentParser, *, ae_title_default: str
+) -> argparse._ArgumentGroup:
+    """The SCP network options plus ``--max-runtime``, which :func:`serve_until_stopped` reads."""
+    network = common.add_scp_network_options(parser, ae_title_default=ae_title_default)
+    network.add_argument(
+        "--max-runtime",
+        type=common.timeout_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="stop after SECONDS (default: run until SIGINT or SIGTERM)",
+    )
+    return network
+
+
 async def serve_until_stopped(
     ae: AE, args: argparse.Namespace, log: logging.Logger, name: str, what: str = ""
 ) -> None:

@@ -38,7 +38,7 @@ from aionetdicom.acse.contexts import (
 )
 from aionetdicom.ae import AE
 from aionetdicom.apps import common
-from aionetdicom.apps.serving import serve_until_stopped
+from aionetdicom.apps.serving import add_server_options, serve_until_stopped
 from aionetdicom.datasets import DatasetError
 from aionetdicom.services.storage import DEFAULT_STORE_STATUS, StoreRequest
 from aionetdicom.services.verification import EchoRequest
@@ -53,14 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The storescp command line: DCMTK's options (``-od``, ``+xa``, ``--ignore`` ...)."""
     parser = common.make_parser("storescp", DESCRIPTION, plus_options=True)
     common.add_general_options(parser)
-    network = common.add_scp_network_options(parser, ae_title_default="STORESCP")
-    network.add_argument(
-        "--max-runtime",
-        type=common.timeout_seconds,
-        default=None,
-        metavar="SECONDS",
-        help="stop after SECONDS (default: run until SIGINT or SIGTERM)",
-    )
+    network = add_server_options(parser, ae_title_default="STORESCP")
     network.add_argument(
         "-pm",
         "--promiscuous",
