@@ -30,6 +30,7 @@ from aionetdicom.services.qr_scp import (
     GetRequest,
     MoveRequest,
     QueryRetrieveRequest,
+    StoredInstance,
     query_retrieve_contexts,
     retrieve_storage_contexts,
 )
@@ -753,6 +754,45 @@ async def test_get_paths_and_bytes(tmp_path: Any) -> None:
     assert final.status == 0x0000
     assert final.completed == 2
     assert collector.uids == uids_of(list(ARCHIVE[:2]))
+
+
+def stored_instances(folder: Any, instances: list[Dataset]) -> list[StoredInstance]:
+    """``instances`` saved under ``folder`` and described as StoredInstance items."""
+    items = []
+    for index, instance in enumerate(instances):
+        path = folder / f"{index}.dcm"
+        instance.save_as(path, enforce_file_format=True)
+        syntax = str(instance.file_meta.TransferSyntaxUID)
+        items.append(StoredInstance(path, instance.SOPClassUID, instance.SOPInstanceUID, syntax))
+    return items
+
+
+async def test_get_and_move_stored_instances(tmp_path: Any) -> None:
+    """StoredInstance items are sent from their paths; one whose file is gone fails
+    with the UID the item names."""
+    items = stored_instances(tmp_path, list(ARCHIVE[:3]))
+    missing = items[2]
+    missing.path.unlink()  # type: ignore[union-attr]
+
+    async def handler(request: Any) -> list[object]:
+        return list(items)
+
+    collector, moved = Collector(), Collector()
+    scp = make_scp(get=handler, move=handler)
+    async with destination(moved) as dest, served(scp) as server:
+        scp.known_aes = {DEST_AET: (HOST, dest.port)}  # type: ignore[attr-defined]
+        async with connect(server) as assoc:
+            identifier = query("IMAGE", SOPInstanceUID="")
+            _, got = await retrieve_all(
+                assoc.get(identifier, model="composite", on_store=collector)
+            )
+            _, move = await retrieve_all(assoc.move(identifier, DEST_AET, model="composite"))
+    sent = uids_of(list(ARCHIVE[:2]))
+    for final, received in ((got, collector), (move, moved)):
+        assert final.status == 0xB000
+        assert (final.completed, final.failed) == (2, 1)
+        assert list(final.failed_sop_instance_uids) == [missing.sop_instance_uid]
+        assert received.uids == sent
 
 
 async def test_get_cancel_mid_retrieve() -> None:

@@ -5,6 +5,9 @@ One :class:`DicomIndex` wraps an SQLAlchemy async engine, so a URL picks the dat
 ``postgresql://user@host/db`` (asyncpg) for sites that share one index between
 servers. Queries stream from a database cursor, never building the full result list.
 SQLAlchemy's async engine runs on asyncio only, so the index (and ``qrscp``) do too.
+Writes to a SQLite file run whole in one worker thread on a synchronous connection
+(one thread hop per instance instead of one per statement); elsewhere they run on
+the async engine.
 
 Duplicates: storing a SOP Instance UID that is already indexed replaces the entry
 (the newest copy wins; :meth:`DicomIndex.add` says which file it replaced, so the
@@ -16,14 +19,26 @@ from __future__ import annotations
 import enum
 import functools
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-from sqlalchemy import ColumnElement, Select, event, exists, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Select,
+    Update,
+    bindparam,
+    create_engine,
+    event,
+    exists,
+    func,
+    select,
+)
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from aionetdicom.index import schema
 from aionetdicom.index.attributes import (
@@ -31,6 +46,7 @@ from aionetdicom.index.attributes import (
     BY_KEYWORD,
     COMPUTED,
     UNIQUE_KEY,
+    Attribute,
     Level,
     normalise,
 )
@@ -51,6 +67,7 @@ FETCH_ROWS = 256
 RESPONSE_CHARACTER_SET = "ISO_IR 192"
 
 _LEVELS = list(Level)
+_T = TypeVar("_T")
 
 
 class Added(enum.Enum):
@@ -92,11 +109,36 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+#: VRs whose single ASCII value is its text as received (no decoding needed).
+_PLAIN_TEXT_VRS = frozenset(
+    ["AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UI", "UT"]
+)
+
+
+def _element_text(dataset: Dataset, attribute: Attribute) -> str:
+    """The text of one attribute; a raw single ASCII value is read as it is, since
+    converting every element through pydicom costs more than the rest of ``add``."""
+    from pydicom.dataelem import RawDataElement
+
+    raw = dataset.get_item(_tag_and_vr(attribute.keyword)[0])
+    if raw is None:
+        return ""
+    if (
+        isinstance(raw, RawDataElement)
+        and attribute.vr in _PLAIN_TEXT_VRS
+        and isinstance(raw.value, bytes)
+        and raw.value.isascii()
+        and b"\\" not in raw.value
+    ):
+        return raw.value.decode("ascii")
+    element = dataset.get(attribute.keyword)
+    return _text(element) if element is not None else ""
+
+
 def _row_values(dataset: Dataset, level: Level) -> dict[str, str | None]:
     values: dict[str, str | None] = {}
     for attribute in ATTRIBUTES[level]:
-        element = dataset.get(attribute.keyword)
-        text = _text(element) if element is not None else ""
+        text = _element_text(dataset, attribute)
         values[attribute.keyword] = normalise(attribute.vr, text) if text else None
     return values
 
@@ -104,8 +146,11 @@ def _row_values(dataset: Dataset, level: Level) -> dict[str, str | None]:
 class DicomIndex:
     """Patient / study / series / instance rows for every stored instance."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, write_engine: Engine | None = None) -> None:
         self.engine = engine
+        #: A synchronous engine on the same SQLite file, used by one worker thread.
+        self._write_engine = write_engine
+        self._writer = anyio.CapacityLimiter(1)
         self._write_lock = anyio.Lock()
         # Series written lately: UID -> (series row id, the values last written above
         # the instance). An instance of a known series with the same patient, study and
@@ -116,17 +161,42 @@ class DicomIndex:
     async def open(cls, url: str, *, create: bool = True, **engine_options: Any) -> DicomIndex:
         """Connect to the database at ``url``; create the tables if ``create``."""
         engine = create_async_engine(async_url(url), **engine_options)
+        write_engine = None
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        index = cls(engine)
+            if _is_sqlite_file(engine):
+                write_engine = create_engine(
+                    engine.url.set(drivername="sqlite+pysqlite"),
+                    connect_args={"check_same_thread": False},
+                    pool_size=1,
+                )
+                event.listen(write_engine, "connect", _sqlite_pragmas)
+        index = cls(engine, write_engine)
         if create:
             async with engine.begin() as conn:
                 await conn.run_sync(schema.metadata.create_all)
         return index
 
     async def aclose(self) -> None:
-        """Close every connection of the engine."""
-        await self.engine.dispose()
+        """Close every connection of the engines."""
+        try:
+            await self.engine.dispose()
+        finally:
+            if self._write_engine is not None:
+                await anyio.to_thread.run_sync(self._write_engine.dispose, limiter=self._writer)
+
+    async def _write(self, body: Callable[[Connection], _T]) -> _T:
+        """Run ``body`` in one transaction (committed when it returns)."""
+        write_engine = self._write_engine
+        if write_engine is None:
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(body)
+
+        def in_transaction() -> _T:
+            with write_engine.begin() as conn:
+                return body(conn)
+
+        return await anyio.to_thread.run_sync(in_transaction, limiter=self._writer)
 
     async def __aenter__(self) -> DicomIndex:
         return self
@@ -160,12 +230,16 @@ class DicomIndex:
         async with self._write_lock:
             for attempt in range(_ADD_ATTEMPTS):
                 recent = self._recent.get(series_uid)
-                series_id = recent[0] if recent is not None and recent[1] == above else None
+                known = recent[0] if recent is not None and recent[1] == above else None
+
+                def write(
+                    conn: Connection, known: int | None = known
+                ) -> tuple[int, tuple[Added, str | None]]:
+                    parent = known if known is not None else _add_parents(conn, rows)
+                    return parent, _add_instance(conn, rows[Level.IMAGE], extra, parent)
+
                 try:
-                    async with self.engine.begin() as conn:
-                        if series_id is None:
-                            series_id = await _add_parents(conn, rows)
-                        outcome = await _add_instance(conn, rows[Level.IMAGE], extra, series_id)
+                    series_id, outcome = await self._write(write)
                 except IntegrityError:
                     self._recent.clear()
                     if attempt == _ADD_ATTEMPTS - 1:
@@ -180,13 +254,16 @@ class DicomIndex:
 
     async def remove(self, sop_instance_uid: str) -> str | None:
         """Forget an instance; the path of its file, or None if it was not indexed."""
-        async with self._write_lock, self.engine.begin() as conn:
-            table = schema.instance
-            path = await conn.scalar(
-                select(table.c.path).where(table.c.SOPInstanceUID == sop_instance_uid)
-            )
-            await conn.execute(table.delete().where(table.c.SOPInstanceUID == sop_instance_uid))
+        table = schema.instance
+        where = table.c.SOPInstanceUID == sop_instance_uid
+
+        def delete(conn: Connection) -> str | None:
+            path = conn.scalar(select(table.c.path).where(where))
+            conn.execute(table.delete().where(where))
             return path
+
+        async with self._write_lock:
+            return await self._write(delete)
 
     # ------------------------------------------------------------------ reading
 
@@ -275,43 +352,68 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-async def _upsert(
-    conn: AsyncConnection,
+def _is_sqlite_file(engine: AsyncEngine) -> bool:
+    """Whether a SQLite URL names a file (an in-memory database is private to one engine)."""
+    database = engine.url.database or ""
+    return database not in ("", ":memory:") and not database.startswith("file::memory:")
+
+
+def _upsert(
+    conn: Connection,
     level: Level,
     identity: Mapping[str, Any],
     values: Mapping[str, Any],
 ) -> int:
     """The id of the row of ``level`` matching ``identity``, inserted or updated."""
     table = schema.TABLES[level]
-    where = [table.c[key] == value for key, value in identity.items()]
-    row_id = await conn.scalar(select(table.c.id).where(*where))
+    row_id = conn.scalar(_find_row(level, tuple(identity)), dict(identity))
     if row_id is None:
-        result = await conn.execute(table.insert().values(**values))
+        result = conn.execute(table.insert(), dict(values))
         inserted = result.inserted_primary_key
         assert inserted is not None
         return int(inserted[0])
-    await conn.execute(table.update().where(table.c.id == row_id).values(**values))
+    conn.execute(_update_row(level), {**values, "_row": row_id})
     return int(row_id)
 
 
-async def _add_parents(conn: AsyncConnection, rows: dict[Level, dict[str, str | None]]) -> int:
+# Statements with bound parameters are compiled once and reused from SQLAlchemy's cache.
+
+
+@functools.cache
+def _find_row(level: Level, keys: tuple[str, ...]) -> Select[Any]:
+    table = schema.TABLES[level]
+    return select(table.c.id).where(*(table.c[key] == bindparam(key) for key in keys))
+
+
+@functools.cache
+def _update_row(level: Level) -> Update:
+    table = schema.TABLES[level]
+    return table.update().where(table.c.id == bindparam("_row"))
+
+
+_FIND_INSTANCE = select(schema.instance.c.id, schema.instance.c.path).where(
+    schema.instance.c.SOPInstanceUID == bindparam("uid")
+)
+
+
+def _add_parents(conn: Connection, rows: dict[Level, dict[str, str | None]]) -> int:
     """Insert or update the patient, study and series rows; the series row id."""
     patient = rows[Level.PATIENT]
-    patient_id = await _upsert(
+    patient_id = _upsert(
         conn,
         Level.PATIENT,
         {"PatientID": patient["PatientID"], "IssuerOfPatientID": patient["IssuerOfPatientID"]},
         patient,
     )
     study = rows[Level.STUDY]
-    study_id = await _upsert(
+    study_id = _upsert(
         conn,
         Level.STUDY,
         {"StudyInstanceUID": study["StudyInstanceUID"]},
         {**study, "patient_id": patient_id},
     )
     series = rows[Level.SERIES]
-    return await _upsert(
+    return _upsert(
         conn,
         Level.SERIES,
         {"SeriesInstanceUID": series["SeriesInstanceUID"]},
@@ -319,23 +421,17 @@ async def _add_parents(conn: AsyncConnection, rows: dict[Level, dict[str, str | 
     )
 
 
-async def _add_instance(
-    conn: AsyncConnection, image: dict[str, str | None], extra: dict[str, Any], series_id: int
+def _add_instance(
+    conn: Connection, image: dict[str, str | None], extra: dict[str, Any], series_id: int
 ) -> tuple[Added, str | None]:
     """Insert or replace the instance row; what happened and the replaced file's path."""
     table = schema.instance
     values = {**image, **extra, "series_id": series_id}
-    found = (
-        await conn.execute(
-            select(table.c.id, table.c.path).where(
-                table.c.SOPInstanceUID == image["SOPInstanceUID"]
-            )
-        )
-    ).first()
+    found = conn.execute(_FIND_INSTANCE, {"uid": image["SOPInstanceUID"]}).first()
     if found is None:
-        await conn.execute(table.insert().values(**values))
+        conn.execute(table.insert(), values)
         return Added.NEW, None
-    await conn.execute(table.update().where(table.c.id == found[0]).values(**values))
+    conn.execute(_update_row(Level.IMAGE), {**values, "_row": found[0]})
     return Added.REPLACED, str(found[1])
 
 

@@ -39,10 +39,12 @@ service does not allow becomes 0xC311, as does a handler raising (its traceback 
 logged) or a Pending status without a Dataset.
 
 **C-GET** yields the instances to send back on the same association, each a pydicom
-Dataset, the path of a DICOM file or the bytes of one. Yield an ``int`` first (or set
-``request.total``) to say how many instances there will be, so that Pending responses
-carry the number of remaining sub-operations; a handler returning a list gets it from
-the list's length. Without it the Pending responses leave Remaining out::
+Dataset, the path of a DICOM file, the bytes of one, or a :class:`StoredInstance` (a
+path whose SOP class, instance and transfer syntax the handler already knows). Yield
+an ``int`` first (or set ``request.total``) to say how many instances there will be,
+so that Pending responses carry the number of remaining sub-operations; a handler
+returning a list gets it from the list's length. Without it the Pending responses
+leave Remaining out::
 
     scp.supported_contexts += retrieve_storage_contexts()   # the requestor's SCP role
 
@@ -75,7 +77,8 @@ connected to::
     scp.known_aes = {"STORE_SCP": ("10.0.0.7", 11112)}
     scp.on_move(on_get)              # the same handler serves C-MOVE
 
-All instances are collected and identified first (a file's meta header only) to
+All instances are collected and identified first (a file's meta header only; not
+for a :class:`StoredInstance`) to
 propose the right storage presentation contexts; more than 128 SOP classes go over
 several associations one after the other. If the destination cannot be
 reached or refuses the association, each of its instances is a failed sub-operation
@@ -152,6 +155,7 @@ __all__ = [
     "MoveRequest",
     "QueryRetrieveRequest",
     "RetrieveRequest",
+    "StoredInstance",
     "query_retrieve_contexts",
     "retrieve_storage_contexts",
     "serve_find",
@@ -314,6 +318,20 @@ class FindRequest(QueryRetrieveRequest):
     """A C-FIND request received (PS3.4 C.4.1)."""
 
     service = Service.C_FIND
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInstance:
+    """A file to send whose identity is already known (from an index, say).
+
+    C-GET and C-MOVE handlers may yield these instead of paths: the SCP then plans
+    the presentation contexts without opening every file first.
+    """
+
+    path: str | os.PathLike[str]
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
 
 
 class RetrieveRequest(QueryRetrieveRequest):
@@ -757,6 +775,8 @@ def _identify(source: Any) -> tuple[str, str, str | None]:
 
 async def _instance_uid(source: Any) -> str | None:
     """The SOP Instance UID of ``source`` if it can be found, for the failed list."""
+    if isinstance(source, StoredInstance):
+        return source.sop_instance_uid
     try:
         if isinstance(source, (str, os.PathLike)):
             return (await anyio.to_thread.run_sync(_identify, source))[1]
@@ -867,22 +887,23 @@ async def _run_get(request: QueryRetrieveRequest, handler: Any) -> None:
     await _final(request, status, comment)
 
 
-async def _get_one(request: GetRequest, source: Any) -> None:
+async def _get_one(request: GetRequest, item: Any) -> None:
     """Send one instance back with C-STORE on the request's association and count it."""
     assoc = request.assoc
+    source = item.path if isinstance(item, StoredInstance) else item
     try:
         status = await assoc.store(source, priority=_sub_priority(request))
     except NegotiationError as exc:
         assoc.log.info("association #%d: C-GET sub-operation not possible: %s", assoc.id, exc)
-        request._record(StatusCategory.FAILURE, await _instance_uid(source))
+        request._record(StatusCategory.FAILURE, await _instance_uid(item))
         return
     except (DatasetError, OSError, TypeError, ValueError) as exc:
         assoc.log.warning("association #%d: C-GET instance not sent: %s", assoc.id, exc)
-        request._record(StatusCategory.FAILURE, await _instance_uid(source))
+        request._record(StatusCategory.FAILURE, await _instance_uid(item))
         return
     category = status.category
     if category is StatusCategory.FAILURE or category is StatusCategory.CANCEL:
-        request._record(StatusCategory.FAILURE, await _instance_uid(source))
+        request._record(StatusCategory.FAILURE, await _instance_uid(item))
     else:
         request._record(category, None)
 
@@ -905,9 +926,17 @@ class _Outgoing:
     transfer_syntax: str | None = None
     problem: str = ""
 
+    @classmethod
+    def of(cls, item: Any) -> _Outgoing:
+        if isinstance(item, StoredInstance):
+            return cls(item.path, item.sop_class_uid, item.sop_instance_uid, item.transfer_syntax)
+        return cls(item)
+
 
 def _identify_all(outgoing: list[_Outgoing]) -> None:
     for each in outgoing:
+        if each.sop_instance_uid is not None:
+            continue
         try:
             each.sop_class_uid, each.sop_instance_uid, each.transfer_syntax = _identify(each.source)
         except (DatasetError, OSError, TypeError, ValueError, AttributeError) as exc:
@@ -1040,7 +1069,7 @@ async def _run_move(request: QueryRetrieveRequest, handler: Any) -> None:
             if final is not None:
                 return outgoing, final, comment
             if not handled:
-                outgoing.append(_Outgoing(item))
+                outgoing.append(_Outgoing.of(item))
 
     outgoing, status, comment = await _pull_with_watch(puller, collect)
     if status is not None:
@@ -1049,7 +1078,8 @@ async def _run_move(request: QueryRetrieveRequest, handler: Any) -> None:
         await _final(request, status, comment)
         return
     request.total = len(outgoing)
-    if any(isinstance(each.source, (str, os.PathLike)) for each in outgoing):
+    unknown = (each for each in outgoing if each.sop_instance_uid is None)
+    if any(isinstance(each.source, (str, os.PathLike)) for each in unknown):
         await anyio.to_thread.run_sync(_identify_all, outgoing)
     else:
         _identify_all(outgoing)

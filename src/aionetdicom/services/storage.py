@@ -742,7 +742,7 @@ class _PartFile:
     loop: close and unlink) removes it on any failure, so no partial file is left.
     """
 
-    __slots__ = ("fd", "final", "folder", "temporary")
+    __slots__ = ("fd", "final", "folder", "temporary", "written")
 
     def __init__(self, folder: pathlib.Path, name: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -751,13 +751,15 @@ class _PartFile:
         self.temporary = folder / f".{name}.{secrets.token_hex(6)}.part"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
         self.fd: int | None = os.open(self.temporary, flags, 0o666)
+        self.written = 0
 
     def write(self, buffers: Sequence[Buffer]) -> None:
         assert self.fd is not None
         for buffer in buffers:
             _write_all(self.fd, buffer)
+            self.written += memoryview(buffer).nbytes
 
-    def finish(self, buffers: Sequence[Buffer]) -> pathlib.Path:
+    def finish(self, buffers: Sequence[Buffer]) -> tuple[pathlib.Path, int]:
         """Write the rest, fsync, close and rename into place (then sync the folder)."""
         self.write(buffers)
         assert self.fd is not None
@@ -766,7 +768,7 @@ class _PartFile:
         os.close(fd)
         os.replace(self.temporary, self.final)
         _fsync_directory(self.folder)
-        return self.final
+        return self.final, self.written
 
     def discard(self) -> None:
         if self.fd is not None:
@@ -777,11 +779,13 @@ class _PartFile:
             os.unlink(self.temporary)
 
 
-def _write_atomically(folder: pathlib.Path, name: str, header: bytes, raw: Buffer) -> pathlib.Path:
-    """Write ``header`` + ``raw`` to ``folder/name`` via a synced temporary file and rename."""
+def _write_atomically(
+    folder: pathlib.Path, name: str, *buffers: Buffer
+) -> tuple[pathlib.Path, int]:
+    """Write ``buffers`` to ``folder/name`` via a synced temporary file and rename."""
     part = _PartFile(folder, name)
     try:
-        return part.finish([header, raw])
+        return part.finish(buffers)
     except BaseException:
         part.discard()
         raise
@@ -814,8 +818,9 @@ class StoreRequest:
         self.assoc = assoc
         self.context = context
         self.command = command
-        #: Where :meth:`save_to` stored the instance (None until then).
+        #: Where :meth:`save_to` stored the instance, and the file's size in bytes.
         self.path: pathlib.Path | None = None
+        self.file_size = 0
         self._raw = raw
         self._stream = stream
         self._dataset: Dataset | None = None
@@ -1107,14 +1112,20 @@ class StoreRequest:
         target = pathlib.Path(folder)
         if self._raw is not None:  # received whole, or streamed and then read()
             self._take()
-            path = await anyio.to_thread.run_sync(_write_atomically, target, name, header, self.raw)
+            path, size = await anyio.to_thread.run_sync(
+                _write_atomically, target, name, header, self.raw
+            )
         else:
-            path = await self._stream_to_file(target, name, header)
-        self.path = path
+            path, size = await self._stream_to_file(target, name, header)
+        self.path, self.file_size = path, size
         return path
 
-    async def _stream_to_file(self, folder: pathlib.Path, name: str, header: bytes) -> pathlib.Path:
-        part = await anyio.to_thread.run_sync(_PartFile, folder, name)
+    async def _stream_to_file(
+        self, folder: pathlib.Path, name: str, header: bytes
+    ) -> tuple[pathlib.Path, int]:
+        # The part file is created with the first batch: a data set smaller than a
+        # batch is written, synced and renamed by one worker-thread call.
+        part: _PartFile | None = None
         try:
             pending: list[Buffer] = [header]
             size = len(header)
@@ -1124,11 +1135,16 @@ class StoreRequest:
                     pending.append(chunk)
                     size += len(chunk)
                     if size >= SAVE_BATCH_BYTES:
+                        if part is None:
+                            part = await anyio.to_thread.run_sync(_PartFile, folder, name)
                         await anyio.to_thread.run_sync(part.write, pending)
                         pending, size = [], 0
+            if part is None:
+                return await anyio.to_thread.run_sync(_write_atomically, folder, name, *pending)
             return await anyio.to_thread.run_sync(part.finish, pending)
         except BaseException:
-            part.discard()
+            if part is not None:
+                part.discard()
             raise
 
     async def finish_receiving(self) -> None:
