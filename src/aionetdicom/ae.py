@@ -138,6 +138,8 @@ EchoHandler = Callable[[EchoRequest], Awaitable[int]]
 #: Decides a user identity: returns accept (bool), or (accept, server response bytes).
 IdentityDecision = Union[bool, tuple[bool, Union[bytes, None]]]
 UserIdentityHandler = Callable[[UserIdentity, AAssociateRQ], Awaitable[IdentityDecision]]
+#: Reply to a SOP Class Extended Negotiation item: ``(sop_class_uid, information)``.
+ExtendedNegotiationHandler = Callable[[str, bytes], "bytes | None"]
 
 _F = TypeVar("_F", bound=Callable[..., object])
 MoveDestinationHandler = Callable[..., Awaitable[Union[tuple[str, int], None]]]
@@ -429,6 +431,11 @@ class AE:
         #: The application's handlers, per DIMSE service and optionally per SOP class.
         self.handlers = HandlerRegistry()
         self.user_identity_handler: UserIdentityHandler | None = None
+        #: Optional ``(sop_class_uid, application_information) -> bytes | None``: our
+        #: reply to a requestor's SOP Class Extended Negotiation item (PS3.7 D.3.3.5)
+        #: for a SOP class we accepted; None (or no hook) sends no reply item, which
+        #: tells the requestor none of the options is supported.
+        self.extended_negotiation_handler: ExtendedNegotiationHandler | None = None
         #: Peers this AE may open associations to on its own (C-MOVE destinations,
         #: storage commitment reports): AE title -> (host, port). Never taken from a
         #: request alone.
@@ -584,6 +591,11 @@ class AE:
         notifier = _Notifier(handlers, self.handler_timeout, assoc.log)
         assoc._notifier = notifier
         return notifier
+
+    def on_extended_negotiation(self, handler: _F) -> _F:
+        """Decorator: ``handler(sop_class_uid, information) -> reply bytes | None``."""
+        self.extended_negotiation_handler = handler  # type: ignore[assignment]
+        return handler
 
     def on_user_identity(self, handler: _F) -> _F:
         """Decorator: ``handler(identity, request) -> bool | (bool, response)`` decides logins."""
@@ -907,6 +919,7 @@ class AE:
             user_information=self._user_information(
                 asynchronous_operations_window=window,
                 role_selections=negotiation.role_replies,
+                sop_class_extended=self._extended_replies(request, negotiation.contexts),
                 user_identity=identity_reply,
             ),
         )
@@ -915,6 +928,28 @@ class AE:
             return full
         server._admit(assoc)
         return response, negotiation.contexts
+
+    def _extended_replies(
+        self, request: AAssociateRQ, contexts: Sequence[NegotiatedContext]
+    ) -> tuple[SOPClassExtendedNegotiation, ...]:
+        """Our SOP Class Extended Negotiation replies, for accepted SOP classes only."""
+        handler = self.extended_negotiation_handler
+        if handler is None:
+            return ()
+        accepted = {context.abstract_syntax for context in contexts if context.accepted}
+        replies: dict[str, SOPClassExtendedNegotiation] = {}
+        for item in request.user_information.sop_class_extended:
+            uid = item.sop_class_uid
+            if uid not in accepted or uid in replies:
+                continue
+            try:
+                reply = handler(uid, item.service_class_application_information)
+            except Exception:
+                logger.exception("extended negotiation handler failed for %s; no reply", uid)
+                continue
+            if reply is not None:
+                replies[uid] = SOPClassExtendedNegotiation(uid, bytes(reply))
+        return tuple(replies.values())
 
     async def _check_identity(
         self, offered: UserIdentityRQ, request: AAssociateRQ

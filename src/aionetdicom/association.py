@@ -417,6 +417,18 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         return tuple(c for c in self.contexts if c.accepted)
 
     @property
+    def extended_negotiation(self) -> dict[str, bytes]:
+        """The SOP Class Extended Negotiation the acceptor agreed to: SOP class UID ->
+        service-class application information (empty when it sent none)."""
+        pdu = self.response
+        if pdu is None:
+            return {}
+        return {
+            item.sop_class_uid: item.service_class_application_information
+            for item in pdu.user_information.sop_class_extended
+        }
+
+    @property
     def peer_implementation_class_uid(self) -> str | None:
         """The peer's Implementation Class UID, if it sent one."""
         pdu = self.response if self.is_requestor else self.request

@@ -53,6 +53,7 @@ class Archive:
     study_b: str
     ct_series: str
     uids: dict[str, list[str]]  # study UID -> SOP Instance UIDs
+    database: list[str]  # the --database flag qrscp was started with, if any
 
 
 def _instances(folder: Path) -> tuple[list[Path], str, str, str, dict[str, list[str]]]:
@@ -149,21 +150,33 @@ def archive(
             [f"{DCMTK}storescu", "-aec", QR_AET, HOST, str(port), *map(str, paths)], dcmtk=True
         )
         assert result.returncode == 0, output(result) + qrscp.log()
-        yield Archive(qrscp, storage, destination, moved, study_a, study_b, ct_series, uids)
+        yield Archive(
+            qrscp, storage, destination, moved, study_a, study_b, ct_series, uids, database
+        )
     finally:
         stop(qrscp)
         stop(destination)
 
 
-def findscu(archive: Archive, tmp_path: Path, model: str, *keys: str) -> list[Dataset]:
+def findscu(
+    archive: Archive, tmp_path: Path, model: str, *keys: str, port: int | None = None
+) -> list[Dataset]:
     """Run DCMTK findscu (-P patient root, -S study root, -O patient/study only)."""
+    return findscu_run(archive, tmp_path, model, *keys, port=port)[0]
+
+
+def findscu_run(
+    archive: Archive, tmp_path: Path, model: str, *keys: str, port: int | None = None
+) -> tuple[list[Dataset], str]:
+    """findscu's responses (rsp*.dcm) and its output."""
     tmp_path.mkdir(parents=True, exist_ok=True)
-    args = [f"{DCMTK}findscu", model, "-aec", QR_AET, "-X", "-od", str(tmp_path)]
+    args = [f"{DCMTK}findscu", model, "-v", "-aec", QR_AET, "-X", "-od", str(tmp_path)]
     for key in keys:
         args += ["-k", key]
-    result = run([*args, HOST, str(archive.qrscp.port)], dcmtk=True)
+    result = run([*args, HOST, str(port or archive.qrscp.port)], dcmtk=True)
     assert result.returncode == 0, output(result) + archive.qrscp.log()
-    return [pydicom.dcmread(path) for path in sorted(tmp_path.glob("rsp*.dcm"))]
+    found = [pydicom.dcmread(path) for path in sorted(tmp_path.glob("rsp*.dcm"))]
+    return found, output(result)
 
 
 def retrieve_study(archive: Archive, tool: str, study: str, *flags: str) -> Any:
@@ -364,3 +377,155 @@ def test_our_scu_stores_finds_and_moves(archive: Archive, tmp_path: Path) -> Non
     assert completed == 1
     moved = {str(pydicom.dcmread(p).SOPInstanceUID) for p in archive.moved.iterdir()}
     assert str(ds.SOPInstanceUID) in moved
+
+
+def test_hierarchical_rules_without_relational_negotiation(
+    archive: Archive, tmp_path: Path
+) -> None:
+    """Without relational queries, a SERIES query lacking the Study Instance UID, or with
+    a wildcard in it, and a retrieve naming no unique key get 0xA900 and no match."""
+    for number, study in enumerate(["", "1.2.*"]):
+        found, text = findscu_run(
+            archive,
+            tmp_path / f"find{number}",
+            "-S",
+            "QueryRetrieveLevel=SERIES",
+            f"StudyInstanceUID={study}",
+            "SeriesInstanceUID",
+        )
+        assert found == []
+        assert "DataSetDoesNotMatchSOPClass" in text, text
+    command = [f"{DCMTK}movescu", "-v", "-S", "-aec", QR_AET, "-aem", DEST_AET]
+    keys = ["-k", "QueryRetrieveLevel=SERIES", "-k", f"SeriesInstanceUID={archive.ct_series}"]
+    result = run([*command, *keys, HOST, str(archive.qrscp.port)], dcmtk=True)
+    text = output(result)
+    assert "DataSetDoesNotMatchSOPClass" in text, text
+    assert "C-MOVE" in archive.qrscp.log() or "Retrieve" in archive.qrscp.log()
+
+
+def test_relational_queries_when_negotiated(archive: Archive) -> None:
+    """Our SCU proposes relational queries (extended negotiation); qrscp agrees and then
+    answers a SERIES query without the Study Instance UID across every study."""
+    from aionetdicom.pdu.items import SOPClassExtendedNegotiation
+
+    async def main() -> tuple[dict[str, bytes], set[str]]:
+        relational = SOPClassExtendedNegotiation(sop_classes.STUDY_ROOT_FIND, b"\x01\x01")
+        async with AE("OURSCU").associate(
+            HOST,
+            archive.qrscp.port,
+            called_ae_title=QR_AET,
+            contexts=[PresentationContext(sop_classes.STUDY_ROOT_FIND)],
+            extended_negotiation=[relational],
+        ) as assoc:
+            query = Dataset()
+            query.QueryRetrieveLevel = "SERIES"
+            query.SeriesInstanceUID = ""
+            query.Modality = "CT"
+            series = {
+                str(match.SeriesInstanceUID)
+                async for _, match in assoc.find(query, model="study")
+                if match is not None
+            }
+            return assoc.extended_negotiation, series
+
+    agreed, series = anyio.run(main)
+    # Relational yes; combined date-time matching (byte 2) is not offered.
+    assert agreed == {sop_classes.STUDY_ROOT_FIND: b"\x01\x00"}
+    assert archive.ct_series in series
+    assert len(series) >= 2  # the CT series of both studies
+
+
+def test_lenient_queries_flag(archive: Archive, tmp_path: Path) -> None:
+    """A second qrscp on the same index with --lenient-queries answers the query the
+    first refuses."""
+    port = free_port()
+    lenient = start_peer(
+        our_app(
+            "qrscp",
+            str(port),
+            "--bind",
+            HOST,
+            "-od",
+            str(archive.storage),
+            "--lenient-queries",
+            "--max-runtime",
+            "60",
+            *archive.database,
+        ),
+        tmp_path / "lenient.log",
+        port=port,
+    )
+    try:
+        found = findscu(
+            archive,
+            tmp_path / "find",
+            "-S",
+            "QueryRetrieveLevel=SERIES",
+            "SeriesInstanceUID",
+            "Modality=CT",
+            port=port,
+        )
+    finally:
+        stop(lenient)
+    assert archive.ct_series in {str(ds.SeriesInstanceUID) for ds in found}
+    assert len(found) >= 2
+
+
+def test_cancel_stops_find_and_move(archive: Archive) -> None:
+    """C-CANCEL against qrscp: a C-FIND over 400 matches and a C-MOVE of 400 instances
+    end with Cancel (0xFE00) long before the end, and the association goes on."""
+    from aionetdicom import sop_classes as classes
+
+    study, series = generate_uid(), generate_uid()
+    instances = []
+    for number in range(400):
+        ds = make_ct(seed=number, patient="Cancel^Case")
+        ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "P9", study, series
+        del ds.StudyDate
+        instances.append(ds)
+
+    async def main() -> tuple[list[int], int, Any]:
+        contexts = [
+            PresentationContext(uid)
+            for uid in (
+                classes.STUDY_ROOT_FIND,
+                classes.STUDY_ROOT_MOVE,
+                CT_IMAGE_STORAGE,
+                classes.VERIFICATION,
+            )
+        ]
+        async with AE("OURSCU").associate(
+            HOST, archive.qrscp.port, called_ae_title=QR_AET, contexts=contexts
+        ) as assoc:
+            for ds in instances:
+                assert (await assoc.store(ds)).is_success
+            query = Dataset()
+            query.QueryRetrieveLevel = "IMAGE"
+            query.StudyInstanceUID = study
+            query.SeriesInstanceUID = series
+            query.SOPInstanceUID = ""
+            statuses: list[int] = []
+            async with assoc.find(query, model="study") as responses:
+                async for response in responses:
+                    statuses.append(int(response.status))
+                    if len(statuses) == 3:
+                        await responses.cancel()
+            move = Dataset()
+            move.QueryRetrieveLevel = "STUDY"
+            move.StudyInstanceUID = study
+            progress = None
+            async with assoc.move(move, DEST_AET, model="study") as moving:
+                async for progress in moving:
+                    if progress.completed == 3:
+                        await moving.cancel()
+            echo = await assoc.echo()
+            assert echo.is_success
+            return statuses, len(instances), progress
+
+    statuses, total, final = anyio.run(main)
+    assert statuses[-1] == 0xFE00, [hex(s) for s in statuses[-3:]]
+    assert len(statuses) < total
+    assert final is not None
+    assert final.status == 0xFE00
+    assert final.completed < total
+    assert final.remaining

@@ -386,15 +386,22 @@ def add_propose_ts_options(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def add_prefer_ts_options(parser: argparse.ArgumentParser) -> None:
-    """DCMTK's storescp preference flags (``+x=``, ``+xe`` ...; ``-xe`` pynetdicom style)."""
+def add_prefer_ts_options(parser: argparse.ArgumentParser, *, accept_all: bool = False) -> None:
+    """DCMTK's storescp preference flags (``+x=``, ``+xe`` ...; ``-xe`` pynetdicom style).
+
+    The default is the uncompressed syntaxes, or with ``accept_all`` every known one
+    (what an archive wants: instances kept in the syntax they were sent in).
+    """
     group = parser.add_argument_group(
         "preferred network transfer syntaxes"
     ).add_mutually_exclusive_group()
-    group.set_defaults(transfer_syntaxes=_UNCOMPRESSED_LITTLE)
+    group.set_defaults(
+        transfer_syntaxes=_accept_all_order() if accept_all else _UNCOMPRESSED_LITTLE
+    )
     flags: tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...] = (
         (("+x=", "-x=", "--prefer-uncompr"), _UNCOMPRESSED_LITTLE,
-         "prefer explicit VR little endian, then big endian, then implicit (default)"),
+         "prefer explicit VR little endian, then big endian, then implicit"
+         + ("" if accept_all else " (default)")),
         (("+xe", "-xe", "--prefer-little"), _UNCOMPRESSED_LITTLE,
          "prefer explicit VR little endian TS"),
         (("+xb", "-xb", "--prefer-big"), _UNCOMPRESSED_BIG, "prefer explicit VR big endian TS"),
@@ -403,7 +410,8 @@ def add_prefer_ts_options(parser: argparse.ArgumentParser) -> None:
         (("+xi", "-xi", "--implicit", "--prefer-implicit"), _IMPLICIT_ONLY,
          "accept implicit VR little endian TS only"),
         (("+xa", "--accept-all"), _accept_all_order(),
-         "accept all known transfer syntaxes, uncompressed first"),
+         "accept all known transfer syntaxes, uncompressed first"
+         + (" (default)" if accept_all else "")),
     )  # fmt: skip
     for names, syntaxes, text in flags:
         group.add_argument(

@@ -19,6 +19,7 @@ Settings come from flags or a TOML file (``--config``); flags win::
     storage = "/var/lib/qrscp"
     database = "sqlite:////var/lib/qrscp/index.db"   # or postgresql://user@host/db
     allowed_calling_aes = ["MODALITY1", "VIEWER"]    # default: any
+    lenient_queries = false                          # true: every query relational
     worklist = "/var/lib/qrscp/worklist"             # Modality Worklist items
 
     [destinations.VIEWER]                            # C-MOVE destinations
@@ -50,6 +51,7 @@ from aionetdicom.services.qr_scp import (
     FindRequest,
     GetRequest,
     MoveRequest,
+    StoredInstance,
     query_retrieve_contexts,
 )
 from aionetdicom.services.storage import DEFAULT_STORE_STATUS, StoreRequest
@@ -100,9 +102,10 @@ _MODEL_LEVELS: dict[str, tuple[str, ...]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The qrscp command line."""
-    parser = common.make_parser("qrscp", DESCRIPTION, plus_options=False)
+    parser = common.make_parser("qrscp", DESCRIPTION, plus_options=True)
     common.add_general_options(parser)
     add_server_options(parser, ae_title_default="QRSCP")
+    common.add_prefer_ts_options(parser, accept_all=True)
     archive = parser.add_argument_group("archive options")
     archive.add_argument(
         "-c",
@@ -135,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="DIRECTORY",
         help="answer Modality Worklist C-FINDs from the *.wl and *.dcm files in DIRECTORY",
+    )
+    archive.add_argument(
+        "--lenient-queries",
+        action="store_true",
+        default=None,
+        help="match every C-FIND/C-GET/C-MOVE identifier relationally, even when the SCU "
+        "did not negotiate relational queries (default: hierarchical rules, 0xA900)",
     )
     archive.add_argument(
         "--destination",
@@ -171,6 +181,7 @@ def load_settings(args: argparse.Namespace) -> argparse.Namespace:
         "allowed_calling_aes",
         "destinations",
         "worklist",
+        "lenient_queries",
     }
     unknown = set(config) - known
     if unknown:
@@ -193,6 +204,8 @@ def load_settings(args: argparse.Namespace) -> argparse.Namespace:
     args.destinations = destinations
     args.storage.mkdir(parents=True, exist_ok=True)
     args.storage = check_output_directory(args.storage)
+    if args.lenient_queries is None:
+        args.lenient_queries = bool(config.get("lenient_queries", False))
     if args.worklist is None and "worklist" in config:
         args.worklist = Path(str(config["worklist"]))
     if args.worklist is not None and not args.worklist.is_dir():
@@ -206,8 +219,9 @@ def make_ae(args: argparse.Namespace, log: logging.Logger, index: Any) -> AE:
     """The SCP: Verification, Storage into ``args.storage``, Q/R from ``index``."""
     from aionetdicom.index import Added, MatchingError
     from aionetdicom.index.dataset_matching import matches, response
+    from aionetdicom.index.hierarchy import check_hierarchical
 
-    syntaxes = storage_transfer_syntaxes(common.ALL_TRANSFER_SYNTAXES)
+    syntaxes = storage_transfer_syntaxes(args.transfer_syntaxes)
     ae = AE(
         args.ae_title,
         maximum_associations=args.max_associations,
@@ -222,6 +236,7 @@ def make_ae(args: argparse.Namespace, log: logging.Logger, index: Any) -> AE:
         known_aes=args.destinations,
         **common.timeout_kwargs(args),
     )
+    ae.extended_negotiation_handler = _relational_reply
     # scp_role: a C-GET requestor may take the Storage SCP role for the sub-operations.
     ae.add_storage_contexts(sop_classes.STORAGE_SOP_CLASSES, syntaxes, scp_role=True)
     storage: Path = args.storage
@@ -246,16 +261,18 @@ def make_ae(args: argparse.Namespace, log: logging.Logger, index: Any) -> AE:
             )
             return DEFAULT_STORE_STATUS
         path = await request.save_to(storage / study)
-        size = (await anyio.Path(path).stat()).st_size
         try:
             added, old = await index.add(
-                head, path=str(path), transfer_syntax=request.transfer_syntax, size=size
+                head,
+                path=str(path),
+                transfer_syntax=request.transfer_syntax,
+                size=request.file_size,
             )
         except Exception:
             log.exception("Stored %s but could not index it", path)
             return OUT_OF_RESOURCES
-        if added is Added.REPLACED and old is not None:
-            await anyio.to_thread.run_sync(_remove_replaced, old, path)
+        if added is Added.REPLACED and old is not None and old != str(path):
+            await anyio.to_thread.run_sync(_remove_file, old)
         log.info("Stored %s from %s (%s)", path.name, request.assoc.peer_ae_title, added.value)
         return SUCCESS
 
@@ -267,6 +284,8 @@ def make_ae(args: argparse.Namespace, log: logging.Logger, index: Any) -> AE:
             return
         top, level = where
         try:
+            if not (args.lenient_queries or _relational(request)):
+                check_hierarchical(level, top, request.identifier)
             async for match in index.find(level, request.identifier, top=top):
                 yield match
         except MatchingError as exc:
@@ -294,18 +313,37 @@ def make_ae(args: argparse.Namespace, log: logging.Logger, index: Any) -> AE:
             return
         top, level = where
         try:
-            paths = [f.path async for f in index.files(level, request.identifier, top=top)]
+            if not (args.lenient_queries or _relational(request)):
+                check_hierarchical(level, top, request.identifier, retrieve=True)
+            files = [
+                StoredInstance(f.path, f.sop_class_uid, f.sop_instance_uid, f.transfer_syntax)
+                async for f in index.files(level, request.identifier, top=top)
+            ]
         except MatchingError as exc:
             log.warning("Retrieve from %s: %s", request.assoc.peer_ae_title, exc)
             yield IDENTIFIER_DOES_NOT_MATCH, None
             return
-        yield len(paths)
-        for path in paths:
-            yield path
+        yield len(files)
+        for each in files:
+            yield each
 
     ae.on_get(retrieve)
     ae.on_move(retrieve)
     return ae
+
+
+def _relational_reply(sop_class_uid: str, information: bytes) -> bytes | None:
+    """Our SOP Class Extended Negotiation reply for the Q/R models (PS3.4 C.5.1.1.1,
+    C.5.2.1.1, C.5.3.1.1): relational queries and retrievals yes, nothing else."""
+    if sop_class_uid not in MODEL_ROOT or not information:
+        return None
+    return bytes([1 if information[0] == 1 else 0]) + bytes(len(information) - 1)
+
+
+def _relational(request: FindRequest | GetRequest | MoveRequest) -> bool:
+    """Whether the SCU negotiated relational queries (or retrievals) for this model."""
+    agreed = request.assoc.extended_negotiation.get(request.sop_class_uid, b"")
+    return agreed[:1] == b"\x01"
 
 
 def _model_and_level(sop_class_uid: str, level: str | None) -> tuple[str, str] | None:
@@ -333,11 +371,10 @@ def _read_worklist_item(path: Path, log: logging.Logger) -> Any:
         return None
 
 
-def _remove_replaced(old: str, new: Path) -> None:
-    """Delete the file of a replaced instance unless the new one took its place."""
-    if os.path.abspath(old) != str(new):
-        with suppress(FileNotFoundError):
-            os.unlink(old)
+def _remove_file(path: str) -> None:
+    """Delete the file of a replaced instance (stored under another path)."""
+    with suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 async def serve(args: argparse.Namespace, log: logging.Logger) -> int:
