@@ -19,7 +19,7 @@ fi
 
 echo "== installing aionetdicom with its test extra"
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
-python3 -c "import aionetdicom, pytest, hypothesis, trio, pynetdicom, sqlalchemy, aiosqlite, asyncpg" >/dev/null
+python3 -c "import aionetdicom, pytest, hypothesis, trio, pynetdicom, sqlalchemy, aiosqlite, asyncpg, trustme" >/dev/null
 
 echo "== ruff"
 python3 -m ruff check .

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import ssl
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -53,7 +54,7 @@ from collections.abc import (
 )
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Literal, TypeVar, Union, cast, overload
+from typing import Any, Literal, TypeVar, Union, cast, overload
 
 import anyio
 
@@ -138,6 +139,19 @@ EchoHandler = Callable[[EchoRequest], Awaitable[int]]
 #: Decides a user identity: returns accept (bool), or (accept, server response bytes).
 IdentityDecision = Union[bool, tuple[bool, Union[bytes, None]]]
 UserIdentityHandler = Callable[[UserIdentity, AAssociateRQ], Awaitable[IdentityDecision]]
+#: Where a known AE listens: (host, port), or (host, port, ssl_context) for TLS.
+KnownAddress = Union[tuple[str, int], tuple[str, int, ssl.SSLContext | None]]
+
+
+def _known_address(title: str, address: Sequence[Any]) -> KnownAddress:
+    """A ``known_aes`` entry, checked: (host, port[, ssl_context])."""
+    if len(address) == 2:
+        return (str(address[0]), int(address[1]))
+    if len(address) == 3 and (address[2] is None or isinstance(address[2], ssl.SSLContext)):
+        return (str(address[0]), int(address[1]), address[2])
+    raise ValueError(f"known AE {title!r}: expected (host, port[, ssl_context]), not {address!r}")
+
+
 #: Reply to a SOP Class Extended Negotiation item: ``(sop_class_uid, information)``.
 ExtendedNegotiationHandler = Callable[[str, bytes], "bytes | None"]
 
@@ -389,7 +403,7 @@ class AE:
         maximum_associate_length: int = DEFAULT_MAX_ASSOCIATE_LENGTH,
         implementation_class_uid: str = IMPLEMENTATION_CLASS_UID,
         implementation_version_name: str | None = IMPLEMENTATION_VERSION_NAME,
-        known_aes: Mapping[str, tuple[str, int]] | None = None,
+        known_aes: Mapping[str, KnownAddress] | None = None,
         maximum_dataset_size: int | None = DEFAULT_MAXIMUM_DATASET_SIZE,
         maximum_streamed_dataset_size: int | None = None,
     ) -> None:
@@ -437,11 +451,11 @@ class AE:
         #: tells the requestor none of the options is supported.
         self.extended_negotiation_handler: ExtendedNegotiationHandler | None = None
         #: Peers this AE may open associations to on its own (C-MOVE destinations,
-        #: storage commitment reports): AE title -> (host, port). Never taken from a
-        #: request alone.
-        self.known_aes: dict[str, tuple[str, int]] = {
-            validate_ae_title(title): (str(host), int(port))
-            for title, (host, port) in (known_aes or {}).items()
+        #: storage commitment reports): AE title -> (host, port), or (host, port,
+        #: ssl_context) for a peer reached over TLS. Never taken from a request alone.
+        self.known_aes: dict[str, KnownAddress] = {
+            validate_ae_title(title): _known_address(title, address)
+            for title, address in (known_aes or {}).items()
         }
         #: Optional async hook ``(ae_title, request) -> (host, port) | None`` deciding
         #: C-MOVE destinations instead of ``known_aes``.
@@ -628,11 +642,19 @@ class AE:
         extended_negotiation: Sequence[SOPClassExtendedNegotiation] = (),
         common_extended_negotiation: Sequence[SOPClassCommonExtendedNegotiation] = (),
         timeouts: Timeouts | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
     ) -> AsyncIterator[Association]:
         """Request an association; release it when the block ends, abort it on error.
 
+        With ``ssl_context`` (see :func:`aionetdicom.tls.client_context`) the
+        connection speaks TLS (``server_hostname`` defaults to ``host``; it is checked
+        only if the context checks host names); the handshake counts against the
+        connect timeout.
+
         Raises :class:`AssociationRejected` (with result, source and reason),
-        :class:`AssociationAborted`, :class:`ConnectTimeout` or :class:`ACSETimeout`.
+        :class:`AssociationAborted`, :class:`ConnectTimeout`, :class:`TLSError` or
+        :class:`ACSETimeout`.
         With notification handlers (:meth:`on_association`), leaving the block also
         waits until they have been called for this association.
         """
@@ -654,7 +676,13 @@ class AE:
                 user_identity=None if user_identity is None else user_identity.to_item(),
             ),
         )
-        stream = await connect(host, port, timeout=timeouts.connect)
+        stream = await connect(
+            host,
+            port,
+            timeout=timeouts.connect,
+            ssl_context=ssl_context,
+            server_hostname=server_hostname,
+        )
         connection = ULConnection(
             Role.REQUESTOR,
             max_pdata_length=self._receive_limit(),
@@ -793,12 +821,17 @@ class AE:
         port: int = 11112,
         *,
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> AsyncIterator[Server]:
         """Listen while the block runs; ``server.addresses`` says where.
 
         ``host`` is one address (IPv4 or IPv6: ``"::1"``, ``"::"``), a list of them
         (each listens on ``port``), or a list of ``(host, port)`` pairs. Port 0 picks
         a free port (per listener). One task serves each association.
+
+        With ``ssl_context`` (see :func:`aionetdicom.tls.server_context`) every
+        connection speaks TLS; each handshake runs in its connection's task and must
+        finish within the ACSE timeout, so a silent or slow peer never holds up others.
 
         Leaving the block (or :meth:`Server.aclose`) stops accepting, lets the
         associations in flight finish for ``shutdown_grace`` seconds, then aborts the
@@ -814,7 +847,9 @@ class AE:
                 for listener in listeners:
                     await listener.aclose()
             raise
-        async with Server.running(self, listeners, shutdown_grace=shutdown_grace) as server:
+        async with Server.running(
+            self, listeners, shutdown_grace=shutdown_grace, ssl_context=ssl_context
+        ) as server:
             yield server
 
     async def serve_forever(
@@ -823,9 +858,12 @@ class AE:
         port: int = 11112,
         *,
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """Serve until cancelled (then shut down gracefully, see :meth:`serve`)."""
-        async with self.serve(host, port, shutdown_grace=shutdown_grace) as server:
+        async with self.serve(
+            host, port, shutdown_grace=shutdown_grace, ssl_context=ssl_context
+        ) as server:
             await server.wait_closed()
 
     def _streams_dataset(self, assoc: Association, command: Command) -> bool:
@@ -1038,9 +1076,17 @@ class AE:
         """Wait (ARTIM) for the A-ASSOCIATE-RQ; None if the connection ended instead."""
         with anyio.move_on_after(assoc.timeouts.acse or float("inf")):
             while connection.state is State.STA2:
-                for event in await assoc._receive_events():
+                events = await assoc._receive_events()
+                for event in events:
+                    # The same read may also hold an A-ABORT (or the end of the
+                    # connection): the request stands only if we may still answer it.
                     if isinstance(event, ul.AssociationRequested):
-                        return event.request
+                        if connection.state in (State.STA3,):  # mypy: state changes
+                            return event.request
+                        assoc.log.info(
+                            "association request from %s withdrawn before it was answered",
+                            event.request.calling_ae_title,
+                        )
         if connection.state is State.STA2:
             connection.artim_expired()
             await assoc._flush()

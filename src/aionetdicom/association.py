@@ -75,7 +75,8 @@ from aionetdicom.services.normalized import NormalizedOperations
 from aionetdicom.services.query_retrieve import QueryRetrieveOperations
 from aionetdicom.services.status_rules import FAILURE_FOR
 from aionetdicom.services.storage import StorageOperations
-from aionetdicom.transport import RECEIVE_SIZE, peer_address
+from aionetdicom.tls import TLSInfo
+from aionetdicom.transport import RECEIVE_SIZE, peer_address, tls_info
 from aionetdicom.ul import events as ul
 from aionetdicom.ul.connection import Role, ULConnection
 from aionetdicom.ul.fsm import State
@@ -415,6 +416,11 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
     def accepted_contexts(self) -> tuple[NegotiatedContext, ...]:
         """The accepted presentation contexts."""
         return tuple(c for c in self.contexts if c.accepted)
+
+    @property
+    def tls(self) -> TLSInfo | None:
+        """The TLS version, cipher and peer certificate, or None on plain TCP."""
+        return tls_info(self._stream)
 
     @property
     def extended_negotiation(self) -> dict[str, bytes]:

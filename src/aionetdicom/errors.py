@@ -85,6 +85,11 @@ class ConnectionClosed(AssociationError):
     """The transport connection closed while the association still needed it."""
 
 
+class TLSError(ConnectionClosed):
+    """The TLS handshake failed (bad or untrusted certificate, no common protocol or
+    cipher, a peer speaking plain TCP); the connection is closed."""
+
+
 class DicomTimeoutError(DicomNetworkError, TimeoutError):
     """Base class of the timeouts; also a builtin :class:`TimeoutError`."""
 

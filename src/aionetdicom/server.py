@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING
@@ -33,7 +34,8 @@ import anyio
 from anyio.abc import ByteStream, SocketAttribute, TaskGroup
 
 from aionetdicom.association import NOTIFICATION_DRAIN, Association, _Notifier
-from aionetdicom.transport import TCPListener, set_nodelay
+from aionetdicom.errors import TLSError
+from aionetdicom.transport import TCPListener, accept_tls, set_nodelay
 from aionetdicom.ul.connection import Role, ULConnection
 from aionetdicom.ul.fsm import State
 
@@ -60,9 +62,15 @@ class Server:
         listeners: Sequence[TCPListener],
         *,
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.ae = ae
         self.shutdown_grace = shutdown_grace
+        #: TLS for every connection (the handshake runs in the connection's own task,
+        #: bounded by the AE's ACSE timeout, never in the accept loop).
+        self.ssl_context = ssl_context
+        #: Connections whose TLS handshake failed or timed out.
+        self.failed_handshakes = 0
         self._listeners = list(listeners)
         self._addresses = [_address_of(listener) for listener in self._listeners]
         #: Every connection being served (pending, negotiating, established, ending).
@@ -125,9 +133,10 @@ class Server:
         listeners: Sequence[TCPListener],
         *,
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> AsyncIterator[Server]:
         """Accept connections on ``listeners`` while the block runs, then shut down."""
-        server = cls(ae, listeners, shutdown_grace=shutdown_grace)
+        server = cls(ae, listeners, shutdown_grace=shutdown_grace, ssl_context=ssl_context)
         async with anyio.create_task_group() as tg:
             server._task_group = tg
             tg.start_soon(server._accept_all)
@@ -209,6 +218,19 @@ class Server:
                 self._pending_associations.discard(assoc)
 
         ae = self.ae
+        if self.ssl_context is not None:
+            where = _peer(stream)
+            try:
+                set_nodelay(stream)
+                stream = await accept_tls(stream, self.ssl_context, ae.acse_timeout)
+            except TLSError as exc:
+                self.failed_handshakes += 1
+                self._pending_done()
+                logger.info("connection from %s closed: %s", where, exc)
+                return
+            except BaseException:
+                self._pending_done()
+                raise
         try:
             set_nodelay(stream)
             connection = ULConnection(

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 from typing import Union, cast
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute, SocketListener
+from anyio.streams.tls import TLSAttribute, TLSStream
 
 from aionetdicom import socket_stream
-from aionetdicom.errors import ConnectTimeout
+from aionetdicom.errors import ConnectTimeout, TLSError
+from aionetdicom.tls import TLSInfo
 
 #: A listening TCP endpoint: ours (bare sockets) or anyio's.
 TCPListener = Union[SocketListener, socket_stream.TCPListener]
@@ -41,9 +44,16 @@ def peer_address(stream: ByteStream) -> tuple[str, int]:
 
 
 async def connect(
-    host: str, port: int, *, timeout: float | None, local_host: str | None = None
+    host: str,
+    port: int,
+    *,
+    timeout: float | None,
+    local_host: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
 ) -> ByteStream:
-    """Open a TCP connection to the peer within ``timeout`` seconds."""
+    """Open a TCP connection to the peer within ``timeout`` seconds (the TLS handshake
+    included, with ``ssl_context``)."""
     try:
         with anyio.fail_after(timeout):
             stream: ByteStream
@@ -51,6 +61,11 @@ async def connect(
                 stream = await socket_stream.connect_tcp(host, port, local_host=local_host)
             else:
                 stream = await anyio.connect_tcp(host, port, local_host=local_host)
+            set_nodelay(stream)
+            if ssl_context is not None:
+                stream = await _client_handshake(
+                    stream, ssl_context, server_hostname or host, f"{host}:{port}"
+                )
     except TimeoutError:
         raise ConnectTimeout(
             f"could not connect to {host}:{port} within {timeout} s (connection timeout)"
@@ -67,8 +82,60 @@ async def connect(
         if exc.errno is None:
             raise OSError(f"could not connect to {host}:{port}: {exc}") from exc
         raise
-    set_nodelay(stream)
     return stream
+
+
+async def _client_handshake(
+    stream: ByteStream, context: ssl.SSLContext, hostname: str, where: str
+) -> ByteStream:
+    try:
+        return await TLSStream.wrap(
+            stream, hostname=hostname, ssl_context=context, standard_compatible=False
+        )
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await stream.aclose()
+        if isinstance(exc, ssl.SSLError):
+            raise TLSError(f"TLS handshake with {where} failed: {exc}") from exc
+        if isinstance(exc, (anyio.BrokenResourceError, anyio.EndOfStream)):
+            raise TLSError(f"TLS handshake with {where} failed: the peer closed") from exc
+        raise
+
+
+async def accept_tls(
+    stream: ByteStream, context: ssl.SSLContext, timeout: float | None
+) -> ByteStream:
+    """The server side of a TLS handshake on an accepted connection, within ``timeout``
+    seconds; raises :class:`TLSError` (the connection closed) when it fails."""
+    try:
+        with anyio.fail_after(timeout):
+            return await TLSStream.wrap(
+                stream, server_side=True, ssl_context=context, standard_compatible=False
+            )
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await stream.aclose()
+        if isinstance(exc, TimeoutError):
+            raise TLSError(f"no TLS handshake within {timeout} s") from None
+        if isinstance(exc, ssl.SSLError):
+            raise TLSError(f"TLS handshake failed: {exc.reason or exc}") from exc
+        if isinstance(exc, (anyio.BrokenResourceError, anyio.EndOfStream, OSError)):
+            raise TLSError("TLS handshake failed: the peer closed the connection") from exc
+        raise
+
+
+def tls_info(stream: ByteStream) -> TLSInfo | None:
+    """What the TLS layer of ``stream`` negotiated, or None for a plain connection."""
+    try:
+        ssl_object = stream.extra(TLSAttribute.ssl_object)
+    except anyio.TypedAttributeLookupError:
+        return None
+    cipher = ssl_object.cipher()
+    return TLSInfo(
+        version=ssl_object.version() or "",
+        cipher=cipher[0] if cipher else "",
+        peer_certificate=dict(ssl_object.getpeercert() or {}),
+    )
 
 
 async def listen_tcp(host: str | None, port: int) -> list[TCPListener]:

@@ -36,14 +36,21 @@ def test_toml_file_under_flags(tmp_path: Path) -> None:
         "[destinations.VIEWER]\n"
         'host = "10.0.0.7"\n'
         "port = 11112\n"
+        "tls = true\n"
+        "[tls]\n"
+        'cert = "/etc/qr.pem"\n'
+        'ca = "/etc/ca.pem"\n'
     )
     args = settings(tmp_path, "0", "--config", str(config), "--destination", "WS=127.0.0.1:104")
     assert args.ae_title == "ARCHIVE"  # type: ignore[attr-defined]
     assert args.allowed_calling_aet == ["CT1", "VIEWER"]  # type: ignore[attr-defined]
     assert args.destinations == {  # type: ignore[attr-defined]
-        "VIEWER": ("10.0.0.7", 11112),
-        "WS": ("127.0.0.1", 104),
+        "VIEWER": ("10.0.0.7", 11112, True),
+        "WS": ("127.0.0.1", 104, False),
     }
+    assert args.cert == Path("/etc/qr.pem")  # type: ignore[attr-defined]
+    assert args.ca == [Path("/etc/ca.pem")]  # type: ignore[attr-defined]
+    assert not args.tls  # type: ignore[attr-defined]  # listen = false: plain TCP
     assert args.database == "postgresql://pacs:secret@db.local/pacs"  # type: ignore[attr-defined]
     flagged = settings(
         tmp_path, "0", "--config", str(config), "-aet", "OTHER", "--database", "sqlite:///x.db"
@@ -52,10 +59,21 @@ def test_toml_file_under_flags(tmp_path: Path) -> None:
     assert flagged.database == "sqlite:///x.db"  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("text", ["VIEWER", "VIEWER=host", "=h:1", "VIEWER=h:port"])
+@pytest.mark.parametrize(
+    "text", ["VIEWER", "VIEWER=host", "=h:1", "VIEWER=h:port", "VIEWER=h:1,ssl"]
+)
 def test_malformed_destination(tmp_path: Path, text: str) -> None:
     with pytest.raises(common.AppError, match="TITLE=HOST:PORT"):
         settings(tmp_path, "0", "-od", str(tmp_path), "--destination", text)
+
+
+def test_tls_destination_flag_and_settings(tmp_path: Path) -> None:
+    args = settings(tmp_path, "0", "-od", str(tmp_path), "--destination", "V=h:104,tls")
+    assert args.destinations == {"V": ("h", 104, True)}  # type: ignore[attr-defined]
+    config = tmp_path / "bad.toml"
+    config.write_text('[tls]\ncolour = "blue"\n')
+    with pytest.raises(common.AppError, match="unknown tls settings: colour"):
+        settings(tmp_path, "0", "-od", str(tmp_path), "--config", str(config))
 
 
 def test_unknown_setting_and_bad_toml(tmp_path: Path) -> None:

@@ -11,8 +11,10 @@ import argparse
 import importlib.util
 import logging
 import math
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -283,9 +285,15 @@ def _add_timeouts(group: argparse._ArgumentGroup, *, connect: bool) -> None:
 
 
 def add_scu_network_options(
-    parser: argparse.ArgumentParser, *, calling_aet: str, called_aet: str = "ANY-SCP"
+    parser: argparse.ArgumentParser,
+    *,
+    calling_aet: str,
+    called_aet: str = "ANY-SCP",
+    key_option: bool = True,
 ) -> argparse._ArgumentGroup:
-    """Peer address positionals, AE titles, timeouts and PDU size of an SCU."""
+    """Peer address positionals, AE titles, timeouts, PDU size and TLS of an SCU
+    (``key_option=False``: the app's ``-k/--key`` is a query key, so the private key
+    is ``--private-key`` only)."""
     parser.add_argument("peer", help="hostname or address of the DICOM peer")
     parser.add_argument("port", type=port_number, help="TCP port number of the peer")
     group = parser.add_argument_group("network options")
@@ -310,6 +318,7 @@ def add_scu_network_options(
         help=f"set called AE title of peer (default: {called_aet})",
     )
     _add_timeouts(group, connect=True)
+    add_tls_options(parser, server=False, key_option=key_option)
     return group
 
 
@@ -360,7 +369,120 @@ def add_scp_network_options(
         help="refuse associations beyond N at once (default: 1000)",
     )
     _add_timeouts(group, connect=False)
+    add_tls_options(parser, server=True)
     return group
+
+
+def add_tls_options(
+    parser: argparse.ArgumentParser, *, server: bool, key_option: bool = True
+) -> None:
+    """DICOM TLS (PS3.15 B.12): ``--tls`` with ``--cert``/``--key``/``--ca``; DCMTK's
+    ``+tls KEY CERT`` and ``+cf CA`` where the app takes ``+`` options."""
+    group = parser.add_argument_group("transport layer security (TLS) options")
+    group.add_argument("--tls", action="store_true", help="use a TLS connection")
+    group.add_argument(
+        "--cert",
+        type=Path,
+        metavar="FILE",
+        help="my certificate (PEM, chain allowed)" + ("; required with --tls" if server else ""),
+    )
+    group.add_argument(
+        *(("--key",) if key_option else ()),
+        "--private-key",
+        dest="key",
+        type=Path,
+        metavar="FILE",
+        help="my private key (PEM; default: in --cert)",
+    )
+    group.add_argument(
+        "--ca",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="trusted CA certificates (PEM file or hashed folder); repeat for several"
+        + (
+            "; clients must present a certificate they issued"
+            if server
+            else " (default: the system's trust store)"
+        ),
+    )
+    if "+" in parser.prefix_chars:
+        group.add_argument(
+            "+tls",
+            "--enable-tls",
+            dest="tls_key_cert",
+            nargs=2,
+            type=Path,
+            metavar=("KEY", "CERT"),
+            help="as DCMTK: use TLS with private key KEY and certificate CERT",
+        )
+        group.add_argument(
+            "+cf",
+            "--add-cert-file",
+            dest="ca",
+            type=Path,
+            action="append",
+            metavar="FILE",
+            help="as DCMTK: add FILE to the trusted certificates (same as --ca)",
+        )
+    if server:
+        group.add_argument(
+            "--optional-client-cert",
+            action="store_true",
+            help="with --ca: verify a client certificate if one is sent, allow none",
+        )
+    else:
+        group.add_argument(
+            "--no-verify-peer",
+            action="store_true",
+            help="do not verify the server's certificate (encryption without authentication)",
+        )
+        group.add_argument(
+            "--check-hostname",
+            action="store_true",
+            help="also check that the server's certificate names the host connected to",
+        )
+
+
+def tls_context(args: argparse.Namespace, *, server: bool) -> ssl.SSLContext | None:
+    """The SSL context the TLS options describe, or None without ``--tls``."""
+    from aionetdicom import tls
+
+    pair = getattr(args, "tls_key_cert", None)
+    if pair is not None:
+        args.tls, args.key, args.cert = True, pair[0], pair[1]
+    if not args.tls:
+        used_elsewhere = getattr(args, "tls_files_used_elsewhere", False)
+        if (args.cert or args.key or args.ca) and not used_elsewhere:
+            raise AppError("--cert, --key and --ca need --tls")
+        return None
+    cas: list[Path] = list(args.ca or [])
+    try:
+        if server:
+            if args.cert is None:
+                raise AppError("--tls needs --cert (and --key) for a server")
+            context = tls.server_context(
+                args.cert,
+                args.key,
+                require_client_certificate=not args.optional_client_cert,
+            )
+            context.verify_mode = ssl.CERT_NONE
+        else:
+            context = tls.client_context(
+                cert=args.cert,
+                key=args.key,
+                verify=not args.no_verify_peer,
+                check_hostname=args.check_hostname,
+            )
+        for ca in cas:
+            context.load_verify_locations(**{"capath" if ca.is_dir() else "cafile": str(ca)})
+        if server and cas:
+            context.verify_mode = (
+                ssl.CERT_OPTIONAL if args.optional_client_cert else ssl.CERT_REQUIRED
+            )
+    except (OSError, ssl.SSLError) as exc:
+        raise AppError(f"cannot set up TLS: {exc}") from exc
+    return context
 
 
 def add_propose_ts_options(parser: argparse.ArgumentParser) -> None:

@@ -147,6 +147,7 @@ async def echo(args: argparse.Namespace, log: logging.Logger) -> int:
             args.peer,
             args.port,
             called_ae_title=args.called_aet,
+            ssl_context=common.tls_context(args, server=False),
             contexts=contexts,
             user_identity=identity,
         ) as assoc:

@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The findscu command line."""
     parser = common.make_parser("findscu", DESCRIPTION)
     common.add_general_options(parser)
-    common.add_scu_network_options(parser, calling_aet="FINDSCU")
+    common.add_scu_network_options(parser, calling_aet="FINDSCU", key_option=False)
     add_query_options(
         parser, models=("worklist", "patient", "study", "patient-study"), default="patient"
     )
@@ -403,7 +403,11 @@ async def find(args: argparse.Namespace, log: logging.Logger) -> int:
     log.info("Requesting Association")
     try:
         async with ae.associate(
-            args.peer, args.port, called_ae_title=args.called_aet, contexts=contexts
+            args.peer,
+            args.port,
+            called_ae_title=args.called_aet,
+            ssl_context=common.tls_context(args, server=False),
+            contexts=contexts,
         ) as assoc:
             log_association(assoc, log)
             for identifier in identifiers * args.repeat:

@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The getscu command line."""
     parser = common.make_parser("getscu", DESCRIPTION)
     common.add_general_options(parser)
-    common.add_scu_network_options(parser, calling_aet="GETSCU")
+    common.add_scu_network_options(parser, calling_aet="GETSCU", key_option=False)
     add_query_options(parser, models=("patient", "study", "patient-study"), default="patient")
     common.add_propose_ts_options(parser)
     add_output_directory(parser, "received instances")
@@ -109,7 +109,11 @@ async def get(args: argparse.Namespace, log: logging.Logger) -> int:
     log.info("Requesting Association")
     try:
         async with ae.associate(
-            args.peer, args.port, called_ae_title=args.called_aet, contexts=contexts
+            args.peer,
+            args.port,
+            called_ae_title=args.called_aet,
+            ssl_context=common.tls_context(args, server=False),
+            contexts=contexts,
         ) as assoc:
             log_association(assoc, log)
             for identifier in identifiers:

@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The movescu command line (``+P`` as DCMTK spells ``--port``)."""
     parser = common.make_parser("movescu", DESCRIPTION, plus_options=True)
     common.add_general_options(parser)
-    network = common.add_scu_network_options(parser, calling_aet="MOVESCU")
+    network = common.add_scu_network_options(parser, calling_aet="MOVESCU", key_option=False)
     network.add_argument(
         "-aem",
         "--move",
@@ -129,7 +129,11 @@ async def move(args: argparse.Namespace, log: logging.Logger) -> int:
         log.info("Requesting Association")
         try:
             async with ae.associate(
-                args.peer, args.port, called_ae_title=args.called_aet, contexts=contexts
+                args.peer,
+                args.port,
+                called_ae_title=args.called_aet,
+                ssl_context=common.tls_context(args, server=False),
+                contexts=contexts,
             ) as assoc:
                 log_association(assoc, log)
                 for identifier in identifiers:

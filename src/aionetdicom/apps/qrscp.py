@@ -25,6 +25,13 @@ Settings come from flags or a TOML file (``--config``); flags win::
     [destinations.VIEWER]                            # C-MOVE destinations
     host = "10.0.0.7"
     port = 11112
+    tls = true                                       # reach it over TLS (default false)
+
+    [tls]                                            # our identity (PEM files)
+    cert = "/etc/qrscp/qrscp.pem"
+    key = "/etc/qrscp/qrscp.key"
+    ca = ["/etc/qrscp/ca.pem"]                       # who we trust
+    listen = true                                    # as --tls: serve over TLS
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import ssl
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import suppress
@@ -150,19 +158,53 @@ def build_parser() -> argparse.ArgumentParser:
         "--destination",
         action="append",
         default=[],
-        metavar="TITLE=HOST:PORT",
-        help="a C-MOVE destination; repeat for several",
+        metavar="TITLE=HOST:PORT[,tls]",
+        help="a C-MOVE destination (,tls: reached over TLS with --cert/--key/--ca); "
+        "repeat for several",
     )
     return parser
 
 
-def parse_destination(text: str) -> tuple[str, tuple[str, int]]:
-    """``TITLE=HOST:PORT`` as ``(title, (host, port))``; AppError when malformed."""
+def parse_destination(text: str) -> tuple[str, tuple[str, int, bool]]:
+    """``TITLE=HOST:PORT[,tls]`` as ``(title, (host, port, tls))``; AppError when malformed."""
     title, equals, address = text.partition("=")
+    address, comma, option = address.partition(",")
     host, colon, port = address.rpartition(":")
-    if not equals or not colon or not title.strip() or not host or not port.isdigit():
-        raise common.AppError(f"--destination {text!r}: expected TITLE=HOST:PORT")
-    return common.ae_title(title.strip()), (host.strip("[]"), int(port))
+    if (
+        not equals
+        or not colon
+        or not title.strip()
+        or not host
+        or not port.isdigit()
+        or (comma and option.strip().lower() != "tls")
+    ):
+        raise common.AppError(f"--destination {text!r}: expected TITLE=HOST:PORT[,tls]")
+    return common.ae_title(title.strip()), (host.strip("[]"), int(port), bool(comma))
+
+
+def destination_addresses(
+    args: argparse.Namespace,
+) -> dict[str, tuple[str, int] | tuple[str, int, ssl.SSLContext | None]]:
+    """The AE's known_aes: TLS destinations get a client context from the TLS files."""
+    client: ssl.SSLContext | None = None
+    known: dict[str, tuple[str, int] | tuple[str, int, ssl.SSLContext | None]] = {}
+    for title, (host, port, tls) in args.destinations.items():
+        if not tls:
+            known[title] = (host, port)
+            continue
+        if client is None:
+            from aionetdicom import tls as tls_module
+
+            try:
+                client = tls_module.client_context(cert=args.cert, key=args.key)
+                for ca in args.ca or []:
+                    client.load_verify_locations(
+                        **{"capath" if Path(ca).is_dir() else "cafile": str(ca)}
+                    )
+            except (OSError, ssl.SSLError) as exc:
+                raise common.AppError(f"cannot set up TLS for destinations: {exc}") from exc
+        known[title] = (host, port, client)
+    return known
 
 
 def load_settings(args: argparse.Namespace) -> argparse.Namespace:
@@ -182,6 +224,7 @@ def load_settings(args: argparse.Namespace) -> argparse.Namespace:
         "destinations",
         "worklist",
         "lenient_queries",
+        "tls",
     }
     unknown = set(config) - known
     if unknown:
@@ -194,14 +237,19 @@ def load_settings(args: argparse.Namespace) -> argparse.Namespace:
         args.storage = Path(config.get("storage", "qrscp-storage"))
     if args.allowed_calling_aet is None and "allowed_calling_aes" in config:
         args.allowed_calling_aet = [common.ae_title(str(t)) for t in config["allowed_calling_aes"]]
-    destinations: dict[str, tuple[str, int]] = {}
+    destinations: dict[str, tuple[str, int, bool]] = {}
     for title, where in dict(config.get("destinations", {})).items():
         try:
-            destinations[common.ae_title(title)] = (str(where["host"]), int(where["port"]))
-        except (KeyError, TypeError, ValueError) as exc:
+            destinations[common.ae_title(title)] = (
+                str(where["host"]),
+                int(where["port"]),
+                bool(where.get("tls", False)),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise common.AppError(f"destination {title!r}: needs host and port ({exc})") from exc
     destinations.update(parse_destination(text) for text in args.destination)
     args.destinations = destinations
+    _merge_tls_settings(args, config.get("tls", {}))
     args.storage.mkdir(parents=True, exist_ok=True)
     args.storage = check_output_directory(args.storage)
     if args.lenient_queries is None:
@@ -213,6 +261,26 @@ def load_settings(args: argparse.Namespace) -> argparse.Namespace:
     database = args.database or config.get("database")
     args.database = str(database) if database else f"sqlite:///{args.storage / 'index.db'}"
     return args
+
+
+def _merge_tls_settings(args: argparse.Namespace, tls: Any) -> None:
+    """The ``[tls]`` table (cert, key, ca, listen) under the TLS flags."""
+    if not isinstance(tls, dict):
+        raise common.AppError("tls: expected a table (cert, key, ca, listen)")
+    unknown = set(tls) - {"cert", "key", "ca", "listen"}
+    if unknown:
+        raise common.AppError(f"unknown tls settings: {', '.join(sorted(unknown))}")
+    if args.cert is None and "cert" in tls:
+        args.cert = Path(str(tls["cert"]))
+    if args.key is None and "key" in tls:
+        args.key = Path(str(tls["key"]))
+    if not args.ca and "ca" in tls:
+        cas = tls["ca"] if isinstance(tls["ca"], list) else [tls["ca"]]
+        args.ca = [Path(str(ca)) for ca in cas]
+    if tls.get("listen", False):
+        args.tls = True
+    # The files also serve the TLS destinations, with or without a TLS listener.
+    args.tls_files_used_elsewhere = any(tls for _, _, tls in args.destinations.values())
 
 
 def make_ae(args: argparse.Namespace, log: logging.Logger, index: Any) -> AE:
@@ -233,7 +301,7 @@ def make_ae(args: argparse.Namespace, log: logging.Logger, index: Any) -> AE:
                 [*MODEL_ROOT, *([sop_classes.MODALITY_WORKLIST_FIND] if args.worklist else [])]
             ),
         ],
-        known_aes=args.destinations,
+        known_aes=destination_addresses(args),
         **common.timeout_kwargs(args),
     )
     ae.extended_negotiation_handler = _relational_reply

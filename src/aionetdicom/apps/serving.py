@@ -51,9 +51,12 @@ async def _listen(
     ae: AE, args: argparse.Namespace, log: logging.Logger, name: str, what: str
 ) -> None:
     hosts = args.bind or ["0.0.0.0"]
+    ssl_context = common.tls_context(args, server=True)
     async with AsyncExitStack() as stack:
         try:
-            server = await stack.enter_async_context(ae.serve(hosts, args.port))
+            server = await stack.enter_async_context(
+                ae.serve(hosts, args.port, ssl_context=ssl_context)
+            )
         except OSError as exc:
             if isinstance(exc, DicomNetworkError):
                 raise
@@ -62,6 +65,8 @@ async def _listen(
                 f"cannot listen on {where}: {common.describe_os_error(exc)}"
             ) from exc
         where = ", ".join(f"{host}:{port}" for host, port in server.addresses)
+        if ssl_context is not None:
+            where += " (TLS)"
         log.log(common.NOTICE, "%s listening on %s as %s%s", name, where, ae.ae_title, what)
         limit = math.inf if args.max_runtime is None else args.max_runtime
         with anyio.move_on_after(limit) as timer:

@@ -214,7 +214,11 @@ async def send(args: argparse.Namespace, log: logging.Logger) -> int:
     attempted = 0
     try:
         async with ae.associate(
-            args.peer, args.port, called_ae_title=args.called_aet, contexts=contexts
+            args.peer,
+            args.port,
+            called_ae_title=args.called_aet,
+            ssl_context=common.tls_context(args, server=False),
+            contexts=contexts,
         ) as assoc:
             log.info("Association Accepted (Max Send PDV: %d)", assoc.send_max_pdu - PDV_OVERHEAD)
             log.debug("%s", common.describe_contexts(assoc.contexts))

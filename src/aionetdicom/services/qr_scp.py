@@ -105,6 +105,7 @@ from __future__ import annotations
 import inspect
 import io
 import os
+import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence, Sized
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -407,6 +408,8 @@ class MoveRequest(RetrieveRequest):
         super().__init__(assoc, context, command, raw_identifier, cancel_event)
         #: Where the destination was found to be (set before the handler is called).
         self.destination_address: tuple[str, int] | None = None
+        #: The TLS context for the destination (None: plain TCP).
+        self.destination_ssl_context: ssl.SSLContext | None = None
 
     @property
     def destination(self) -> str:
@@ -964,21 +967,25 @@ def _batches(outgoing: list[_Outgoing]) -> list[tuple[list[PresentationContext],
     return batches
 
 
-def _address(value: object) -> tuple[str, int] | None:
+def _address(value: object) -> tuple[str, int, ssl.SSLContext | None] | None:
+    """(host, port, ssl_context or None) from (host, port) or (host, port, ssl_context)."""
     if (
         isinstance(value, (tuple, list))
-        and len(value) == 2
+        and len(value) in (2, 3)
         and isinstance(value[0], str)
         and isinstance(value[1], int)
         and not isinstance(value[1], bool)
         and 0 < value[1] < 65536
     ):
-        return value[0], value[1]
+        context = value[2] if len(value) == 3 else None
+        if context is None or isinstance(context, ssl.SSLContext):
+            return value[0], value[1], context
     return None
 
 
-async def _resolve(request: MoveRequest) -> tuple[str, int] | None:
-    """The destination's (host, port): the AE's hook if it has one, else ``known_aes``.
+async def _resolve(request: MoveRequest) -> tuple[str, int, ssl.SSLContext | None] | None:
+    """The destination's (host, port, TLS context or None): the AE's hook if it has
+    one, else ``known_aes``.
 
     Raises _HandlerError when the hook raised.
     """
@@ -1010,7 +1017,7 @@ async def _resolve(request: MoveRequest) -> tuple[str, int] | None:
     address = _address(answer)
     if address is None:
         request.assoc.log.warning(
-            "association #%d: move destination %r resolved to %r, not (host, port)",
+            "association #%d: move destination %r resolved to %r, not (host, port[, tls])",
             request.assoc.id,
             title,
             answer,
@@ -1045,7 +1052,8 @@ async def _run_move(request: QueryRetrieveRequest, handler: Any) -> None:
         )
         await _final(request, MOVE_DESTINATION_UNKNOWN, "Move destination unknown")
         return
-    request.destination_address = address
+    request.destination_address = address[:2]
+    request.destination_ssl_context = address[2]
     try:
         items = await _open(request, handler)
     except Exception:
@@ -1095,7 +1103,7 @@ async def _run_move(request: QueryRetrieveRequest, handler: Any) -> None:
     for contexts, members in _batches(sendable):
         if request.cancelled:
             break
-        await _move_batch(request, address, contexts, members)
+        await _move_batch(request, address[:2], contexts, members)
     if request.cancelled and request.remaining:
         assoc.log.info(
             "association #%d: C-MOVE cancelled after %d sub-operations",
@@ -1121,7 +1129,11 @@ async def _move_batch(
         try:
             out = await stack.enter_async_context(
                 assoc.ae.associate(
-                    host, port, called_ae_title=request.destination, contexts=contexts
+                    host,
+                    port,
+                    called_ae_title=request.destination,
+                    contexts=contexts,
+                    ssl_context=request.destination_ssl_context,
                 )
             )
         except (DicomNetworkError, OSError, ValueError) as exc:
