@@ -3,7 +3,7 @@
 Start with :class:`AE`: ``AE.associate(...)`` for an SCU, ``AE.serve(...)`` for an SCP.
 """
 
-from aionetdicom import contexts
+from aionetdicom import contexts, tls
 from aionetdicom.acse.user_identity import UserIdentity
 from aionetdicom.ae import AE, validate_ae_title
 from aionetdicom.association import Association, AssociationEvent, Timeouts
@@ -23,8 +23,10 @@ from aionetdicom.errors import (
     NetworkTimeout,
     PDUDecodeError,
     ProtocolError,
+    TLSError,
 )
 from aionetdicom.handlers import HandlerRegistry, Service
+from aionetdicom.pool import AssociationPool, PoolClosed, PoolStatistics, PoolTimeout
 from aionetdicom.server import Server
 from aionetdicom.services.normalized import NRequest, NResponse
 from aionetdicom.services.qr_scp import FindRequest, GetRequest, MoveRequest
@@ -41,6 +43,7 @@ __all__ = [
     "AssociationAborted",
     "AssociationError",
     "AssociationEvent",
+    "AssociationPool",
     "AssociationRejected",
     "ConnectTimeout",
     "ConnectionClosed",
@@ -59,6 +62,9 @@ __all__ = [
     "NegotiationError",
     "NetworkTimeout",
     "PDUDecodeError",
+    "PoolClosed",
+    "PoolStatistics",
+    "PoolTimeout",
     "ProtocolError",
     "RetrieveResponse",
     "Server",
@@ -66,9 +72,11 @@ __all__ = [
     "Status",
     "StatusCategory",
     "StoreRequest",
+    "TLSError",
     "Timeouts",
     "UserIdentity",
     "__version__",
     "contexts",
+    "tls",
     "validate_ae_title",
 ]

@@ -269,3 +269,23 @@ def test_contexts_follow_bcp195(pki: dict[str, Identity]) -> None:
     )
     assert optional.verify_mode == ssl.CERT_OPTIONAL
     assert client_context(verify=False).verify_mode == ssl.CERT_NONE
+
+
+async def test_pool_over_tls(pki: dict[str, Identity]) -> None:
+    """An AssociationPool with an ssl_context reuses one TLS association."""
+    from aionetdicom import AssociationPool
+
+    seen: list[object] = []
+    server_ctx, client_ctx = mutual(pki)
+    with anyio.fail_after(LIMIT):
+        async with (
+            make_scp(seen).serve(HOST, 0, ssl_context=server_ctx) as server,
+            AssociationPool(
+                AE("POOL"), HOST, server.port, max_size=1, ssl_context=client_ctx
+            ) as pool,
+        ):
+            for _ in range(3):
+                assert (await pool.echo()).is_success
+            assert pool.statistics.created == 1
+    assert len(seen) == 3
+    assert all(info is not None for info in seen)
