@@ -10,7 +10,7 @@ both (one client, so the numbers compare the servers):
 - C-FIND at image level: every image of one series, for 40 series;
 - C-MOVE of the 500-instance study to a DCMTK storescp (``--ignore``).
 
-    python benchmarks/bench_qr.py                 # 3 rounds
+    python benchmarks/bench_qr.py                 # 3 rounds (ingest in the first)
     python benchmarks/bench_qr.py --rounds 1 --studies 20
 
 Storage folders live in /dev/shm; the instances are generated once into the cache.
@@ -145,12 +145,14 @@ def server(command: list[str], port: int, what: str, log: Path) -> Iterator[None
 
 
 @contextlib.contextmanager
-def qr_server(kind: str, work: Path, dest_port: int) -> Iterator[int]:
-    """Our qrscp or dcmqrscp with an empty storage folder; yields its port."""
+def qr_server(kind: str, work: Path, dest_port: int, *, empty: bool = True) -> Iterator[int]:
+    """Our qrscp or dcmqrscp on its storage folder (emptied first unless ``empty`` is
+    False: a later round reuses what the first ingested); yields its port."""
     port = bench_store.free_port()
     storage = work / f"{kind}-storage"
-    shutil.rmtree(storage, ignore_errors=True)
-    storage.mkdir(parents=True)
+    if empty:
+        shutil.rmtree(storage, ignore_errors=True)
+        storage.mkdir(parents=True)
     if kind == "ours":
         command = [
             sys.executable,
@@ -216,8 +218,11 @@ async def _count(assoc: Any, identifier: Dataset) -> int:
     return found
 
 
-def measure(port: int, paths: list[Path], studies: int, repeats: int) -> dict[str, Any]:
-    """Every scenario against the server on ``port``: seconds and match counts."""
+def measure(
+    port: int, paths: list[Path], studies: int, repeats: int, *, with_ingest: bool = True
+) -> dict[str, Any]:
+    """Every scenario against the server on ``port``: seconds and match counts (the
+    ingest only ``with_ingest``)."""
     result: dict[str, Any] = {}
 
     async def ingest(assoc: Any) -> None:
@@ -262,7 +267,7 @@ def measure(port: int, paths: list[Path], studies: int, repeats: int) -> dict[st
             raise RuntimeError(f"C-MOVE: {final.failed} failed")
 
     for name, body in (
-        ("ingest", ingest),
+        *((("ingest", ingest),) if with_ingest else ()),
         ("find_study", all_studies),
         ("find_wildcard", wildcard),
         ("find_image", images),
@@ -277,6 +282,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--studies", type=int, default=100, help="studies of 100 images")
     parser.add_argument("--repeats", type=int, default=10, help="C-FIND repeats per round")
+    parser.add_argument(
+        "--ingest-every-round",
+        dest="ingest_once",
+        action="store_false",
+        help="store everything again in every round (default: round 1 ingests; later "
+        "rounds restart both servers on the same storage and repeat the queries)",
+    )
     args = parser.parse_args()
     paths = generate(bench_store.DEFAULT_CACHE / f"qr{args.studies}", args.studies)
     work = SHM / "aionetdicom-bench-qr"
@@ -290,8 +302,9 @@ def main() -> int:
             for round_number in range(args.rounds):
                 order = ["ours", "dcmqrscp"] if round_number % 2 == 0 else ["dcmqrscp", "ours"]
                 for kind in order:
-                    with qr_server(kind, work, dest_port) as port:
-                        run = measure(port, paths, args.studies, args.repeats)
+                    first = round_number == 0 or not args.ingest_once
+                    with qr_server(kind, work, dest_port, empty=first) as port:
+                        run = measure(port, paths, args.studies, args.repeats, with_ingest=first)
                     runs[kind].append(run)
                     print(f"  [round {round_number + 1}] {kind}: {json.dumps(run)}", flush=True)
     finally:
@@ -314,12 +327,14 @@ def print_table(runs: dict[str, list[dict[str, Any]]], count: int, args: Any) ->
     ]
     print()
     title = f"scenario (median of {args.rounds})"
-    print(f"{title:<52} {'ours s':>8} {'dcmqrscp s':>10} {'ratio':>7}")
-    print("-" * 80)
+    print(f"{title:<58} {'ours s':>8} {'dcmqrscp s':>10} {'ratio':>7}")
+    print("-" * 86)
     for key, label in rows:
-        ours = statistics.median(run[key] for run in runs["ours"])
-        theirs = statistics.median(run[key] for run in runs["dcmqrscp"])
-        print(f"{label:<52} {ours:>8.3f} {theirs:>10.3f} {theirs / ours:>6.2f}x")
+        ours_runs = [run[key] for run in runs["ours"] if key in run]
+        theirs_runs = [run[key] for run in runs["dcmqrscp"] if key in run]
+        ours, theirs = statistics.median(ours_runs), statistics.median(theirs_runs)
+        label = f"{label} (n={len(ours_runs)})"
+        print(f"{label:<58} {ours:>8.3f} {theirs:>10.3f} {theirs / ours:>6.2f}x")
     for key in ("study_matches", "wildcard_matches", "image_matches", "moved"):
         values = {kind: runs[kind][-1].get(key) for kind in runs}
         print(f"  matches {key}: {values}")

@@ -195,6 +195,34 @@ async def test_response_holds_exactly_the_requested_keys(index: DicomIndex) -> N
     assert response.StudyComments in (None, "")
 
 
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"])
+async def test_encoded_responses_equal_the_datasets(index: DicomIndex, syntax: str) -> None:
+    """find(transfer_syntax=...) writes each response directly: the same bytes pydicom
+    writes for the Dataset the other path gives."""
+    from aionetdicom.datasets import encode_dataset
+
+    identifier = query(
+        "IMAGE",
+        StudyInstanceUID="1.1",
+        SeriesInstanceUID="*",
+        SOPInstanceUID="",
+        InstanceNumber="",
+        Rows="",
+        ImageType="",
+        ContentTime="",
+        PatientName="",
+    )
+    datasets = [r async for r in index.find("IMAGE", identifier, top="PATIENT")]
+    encoded = [
+        r async for r in index.find("IMAGE", identifier, top="PATIENT", transfer_syntax=syntax)
+    ]
+    assert len(datasets) == len(encoded) == 3
+    assert encoded == [encode_dataset(ds, syntax) for ds in datasets]
+    with pytest.raises(ValueError, match="cannot write responses"):
+        async for _ in index.find("IMAGE", identifier, transfer_syntax="1.2.840.10008.1.2.2"):
+            pass
+
+
 async def test_series_level_adds_the_unique_keys_above(index: DicomIndex) -> None:
     identifier = query("SERIES", StudyInstanceUID="1.2", Modality="")
     responses = [r async for r in index.find("SERIES", identifier, top="PATIENT")]

@@ -26,6 +26,7 @@ from aionetdicom.dimse.command_set import CommandField, make_command
 from aionetdicom.handlers import Service
 from aionetdicom.operation import send_cancel
 from aionetdicom.services.qr_scp import (
+    EncodedIdentifier,
     FindRequest,
     GetRequest,
     MoveRequest,
@@ -428,6 +429,33 @@ class Endless:
                 yield match
         finally:
             self.closed.set()
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"])
+async def test_find_encoded_identifiers(syntax: str) -> None:
+    """EncodedIdentifier matches go out as they are in the request's transfer syntax,
+    and are converted from another one."""
+    from aionetdicom.datasets import encode_dataset
+
+    match = Dataset()
+    match.QueryRetrieveLevel = "PATIENT"
+    match.PatientName = "Encoded^Match"
+    match.PatientID = "E1"
+
+    async def handler(request: FindRequest) -> list[object]:
+        return [EncodedIdentifier(encode_dataset(match, syntax), syntax)]
+
+    contexts = [PresentationContext(sop_classes.PATIENT_ROOT_FIND, [syntax])]
+    async with served(make_scp(find=handler)) as server, connect(server, contexts) as assoc:
+        matches, final = await find_all(assoc, query("PATIENT", PatientID=""), "patient")
+    assert final.status == 0x0000
+    assert [(m.PatientName, m.PatientID) for m in matches] == [("Encoded^Match", "E1")]
+
+    other = "1.2.840.10008.1.2" if syntax.endswith("2.1") else "1.2.840.10008.1.2.1"
+    contexts = [PresentationContext(sop_classes.PATIENT_ROOT_FIND, [other])]
+    async with served(make_scp(find=handler)) as server, connect(server, contexts) as assoc:
+        matches, final = await find_all(assoc, query("PATIENT", PatientID=""), "patient")
+    assert [(m.PatientName, m.PatientID) for m in matches] == [("Encoded^Match", "E1")]
 
 
 async def test_find_cancel_mid_stream() -> None:

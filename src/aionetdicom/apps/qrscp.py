@@ -56,6 +56,7 @@ from aionetdicom.apps.serving import add_server_options, serve_until_stopped
 from aionetdicom.apps.storescp import check_output_directory, storage_transfer_syntaxes
 from aionetdicom.datasets import DatasetError
 from aionetdicom.services.qr_scp import (
+    EncodedIdentifier,
     FindRequest,
     GetRequest,
     MoveRequest,
@@ -77,6 +78,9 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 #: C-FIND/C-GET/C-MOVE failure "Identifier does not match SOP Class" (PS3.4 C.4).
 IDENTIFIER_DOES_NOT_MATCH = 0xA900
+
+#: Request transfer syntaxes the index writes responses in directly (little endian).
+_DIRECT_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
 
 #: The root level of each Q/R information model, by FIND/GET/MOVE SOP Class UID.
 MODEL_ROOT: dict[str, str] = {
@@ -354,8 +358,15 @@ def make_ae(args: argparse.Namespace, log: logging.Logger, index: Any) -> AE:
         try:
             if not (args.lenient_queries or _relational(request)):
                 check_hierarchical(level, top, request.identifier)
-            async for match in index.find(level, request.identifier, top=top):
-                yield match
+            syntax = request.transfer_syntax
+            if syntax in _DIRECT_SYNTAXES:  # written without building Datasets
+                async for data in index.find(
+                    level, request.identifier, top=top, transfer_syntax=syntax
+                ):
+                    yield EncodedIdentifier(data, syntax)
+            else:
+                async for match in index.find(level, request.identifier, top=top):
+                    yield match
         except MatchingError as exc:
             log.warning("C-FIND from %s: %s", request.assoc.peer_ae_title, exc)
             yield IDENTIFIER_DOES_NOT_MATCH, None

@@ -50,6 +50,7 @@ from aionetdicom.index.attributes import (
     Level,
     normalise,
 )
+from aionetdicom.index.encoding import ResponseValue, encode_identifier
 from aionetdicom.index.matching import MatchingError, condition, is_universal
 
 if TYPE_CHECKING:
@@ -67,6 +68,8 @@ FETCH_ROWS = 256
 RESPONSE_CHARACTER_SET = "ISO_IR 192"
 
 _LEVELS = list(Level)
+#: The transfer syntaxes responses can be written in: UID -> implicit VR.
+_LITTLE_ENDIAN = {"1.2.840.10008.1.2": True, "1.2.840.10008.1.2.1": False}
 _T = TypeVar("_T")
 
 
@@ -273,41 +276,60 @@ class DicomIndex:
         identifier: Dataset,
         *,
         top: Level | str = Level.PATIENT,
-    ) -> AsyncIterator[Dataset]:
-        """The C-FIND responses for ``identifier`` at ``level`` (one Dataset per match).
+        transfer_syntax: str | None = None,
+    ) -> AsyncIterator[Any]:
+        """The C-FIND responses for ``identifier`` at ``level`` (one per match).
 
         ``top`` is the information model's root (PATIENT or STUDY). Every key of
         ``identifier`` at ``level`` or above constrains the match (see
         :mod:`.matching`); each response holds exactly the requested keys (empty
         when the index does not know them), the unique keys of ``level`` and above,
-        ``QueryRetrieveLevel`` and ``SpecificCharacterSet``. Raises
+        ``QueryRetrieveLevel`` and ``SpecificCharacterSet``. Responses are pydicom
+        Datasets, or with ``transfer_syntax`` (Implicit or Explicit VR Little Endian)
+        their encoded bytes, written without building a Dataset. Raises
         :class:`MatchingError` for a key value that cannot be matched.
         """
-        from pydicom.dataset import Dataset
-
         level, top = Level(level), Level(top)
+        implicit: bool | None = None
+        if transfer_syntax is not None:
+            if transfer_syntax not in _LITTLE_ENDIAN:
+                raise ValueError(f"cannot write responses in {transfer_syntax}")
+            implicit = _LITTLE_ENDIAN[transfer_syntax]
         query, returned, computed = _find_query(level, top, identifier, self.engine.dialect.name)
-        requested = [element.keyword for element in identifier if element.keyword]
+        fixed: list[tuple[int, str, ResponseValue]] = [
+            (0x00080005, "CS", RESPONSE_CHARACTER_SET),
+            (0x00080052, "CS", level.value),
+        ]
+        # (tag, VR, keyword in the row or None for a key the index does not hold)
+        columns: list[tuple[int, str, str | None]] = []
+        seen = {0x00080005, 0x00080052}
+        for element in identifier:
+            keyword = element.keyword
+            if not keyword or element.tag in seen:
+                continue
+            seen.add(element.tag)
+            if keyword in returned or keyword in computed:
+                columns.append((*_tag_and_vr(keyword), keyword))
+            else:
+                columns.append((int(element.tag), element.VR, None))
+        for above in _LEVELS[top.depth : level.depth + 1]:
+            if above is Level.PATIENT and top is not Level.PATIENT:
+                continue
+            tag, vr = _tag_and_vr(UNIQUE_KEY[above])
+            if tag not in seen:
+                seen.add(tag)
+                columns.append((tag, vr, UNIQUE_KEY[above]))
         async with self.engine.connect() as conn:
             result = await conn.stream(query.execution_options(yield_per=FETCH_ROWS))
             async for row in result.mappings():
-                response = Dataset()
-                response.SpecificCharacterSet = RESPONSE_CHARACTER_SET
-                response.QueryRetrieveLevel = level.value
-                for keyword in requested:
-                    if keyword in ("QueryRetrieveLevel", "SpecificCharacterSet"):
-                        continue
-                    if keyword in returned or keyword in computed:
-                        _set(response, keyword, row[keyword])
-                    else:
-                        _set_empty(response, identifier, keyword)
-                for above in _LEVELS[top.depth : level.depth + 1]:
-                    if above is Level.PATIENT and top is not Level.PATIENT:
-                        continue
-                    key = UNIQUE_KEY[above]
-                    if key not in response:
-                        _set(response, key, row[key])
-                yield response
+                elements = fixed + [
+                    (tag, vr, None if key is None else _response_value(vr, row[key]))
+                    for tag, vr, key in columns
+                ]
+                if implicit is None:
+                    yield _dataset(elements)
+                else:
+                    yield encode_identifier(elements, implicit=implicit)
 
     async def files(
         self,
@@ -587,24 +609,31 @@ def _tag_and_vr(keyword: str) -> tuple[int, str]:
     return tag, dictionary_VR(tag)
 
 
-def _set(response: Dataset, keyword: str, value: Any) -> None:
-    """Put an index value into a response (values were checked when they were indexed)."""
+def _response_value(vr: str, value: Any) -> ResponseValue:
+    """An index value as a response value (values were checked when they were indexed)."""
+    if value is None:
+        return None
+    text = str(value)
+    if vr == "TM" and text.endswith(".000000"):
+        return text[:-7]
+    if vr == "US":
+        return int(text) if text else None
+    return text
+
+
+def _dataset(elements: list[tuple[int, str, ResponseValue]]) -> Dataset:
+    """A pydicom Dataset of response elements."""
     from pydicom import config
     from pydicom.dataelem import DataElement
+    from pydicom.dataset import Dataset
 
-    text = "" if value is None else str(value)
-    tag, vr = _tag_and_vr(keyword)
-    element_value: Any = text
-    if vr == "TM" and text.endswith(".000000"):
-        element_value = text[:-7]
-    elif vr == "US" and text:
-        element_value = int(text)
-    elif "\\" in text:
-        element_value = text.split("\\")
-    response.add(DataElement(tag, vr, element_value, validation_mode=config.IGNORE))
-
-
-def _set_empty(response: Dataset, identifier: Dataset, keyword: str) -> None:
-    """A requested key the index does not hold: returned with no value (same VR)."""
-    element = identifier[keyword]
-    response.add_new(element.tag, element.VR, None)
+    response = Dataset()
+    for tag, vr, value in elements:
+        if value is None or value == "":
+            response.add_new(tag, vr, None)
+            continue
+        element_value: Any = value
+        if isinstance(value, str) and "\\" in value:
+            element_value = value.split("\\")
+        response.add(DataElement(tag, vr, element_value, validation_mode=config.IGNORE))
+    return response

@@ -151,6 +151,7 @@ __all__ = [
     "PENDING",
     "SOP_CLASS_NOT_SUPPORTED",
     "SUBOPERATIONS_WARNING",
+    "EncodedIdentifier",
     "FindRequest",
     "GetRequest",
     "MoveRequest",
@@ -662,14 +663,25 @@ async def _pull_with_watch(puller: _Puller, body: Any) -> Any:
 # ====================================================================== C-FIND
 
 
-def _find_item(item: Any) -> tuple[object, Dataset | None]:
+@dataclass(frozen=True, slots=True)
+class EncodedIdentifier:
+    """A C-FIND match already encoded (a handler that writes its responses itself,
+    like the index of ``qrscp``): sent as it is when ``transfer_syntax`` is the
+    request's, decoded and re-encoded otherwise."""
+
+    data: bytes
+    transfer_syntax: str
+
+
+def _find_item(item: Any) -> tuple[object, Dataset | EncodedIdentifier | None]:
     from pydicom.dataset import Dataset
 
-    if isinstance(item, Dataset):
+    if isinstance(item, (Dataset, EncodedIdentifier)):
         return PENDING, item
     if isinstance(item, tuple) and len(item) == 2:
         status, identifier = item
-        return status, identifier if isinstance(identifier, Dataset) else None
+        known = isinstance(identifier, (Dataset, EncodedIdentifier))
+        return status, identifier if known else None
     if isinstance(item, int) and not isinstance(item, bool):
         return item, None
     return item, None
@@ -713,7 +725,7 @@ async def _run_find(request: QueryRetrieveRequest, handler: Any) -> None:
                     )
                     return failure, "Pending response without identifier"
                 try:
-                    data = encode_dataset(identifier, request.transfer_syntax)
+                    data = _encoded_match(identifier, request.transfer_syntax)
                 except DatasetError as exc:
                     assoc.log.warning(
                         "association #%d: C-FIND match cannot be encoded: %s", assoc.id, exc
@@ -727,6 +739,16 @@ async def _run_find(request: QueryRetrieveRequest, handler: Any) -> None:
 
     status, comment = await _pull_with_watch(puller, stream)
     await _respond(request, status, comment=comment)
+
+
+def _encoded_match(identifier: Dataset | EncodedIdentifier, transfer_syntax: str) -> bytes:
+    if not isinstance(identifier, EncodedIdentifier):
+        return encode_dataset(identifier, transfer_syntax)
+    if identifier.transfer_syntax == transfer_syntax:
+        return identifier.data
+    return encode_dataset(
+        decode_dataset(identifier.data, identifier.transfer_syntax), transfer_syntax
+    )
 
 
 async def serve_find(assoc: Association, message: AssembledMessage) -> None:
