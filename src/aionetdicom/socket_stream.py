@@ -180,17 +180,23 @@ class SocketStream(ByteStream):
         sock = self._sock
         return await self._read(lambda: sock.recv(max_bytes))
 
-    async def receive_into(self, buffer: memoryview | bytearray) -> int:
+    async def receive_into(
+        self, buffer: memoryview | bytearray, *, timeout: float | None = None
+    ) -> int:
         """Read into ``buffer`` without copying; the byte count, never 0 unless it is empty.
 
-        Raises :exc:`anyio.EndOfStream` once the peer sent EOF.
+        Raises :exc:`anyio.EndOfStream` once the peer sent EOF, and TimeoutError when
+        nothing arrived within ``timeout`` seconds (the clock runs only while it has
+        to wait, so a read that finds data costs no timer).
         """
         sock = self._sock
         if not len(buffer):
             return await self._read(lambda: 0, empty_ok=True)
-        return await self._read(lambda: sock.recv_into(buffer))
+        return await self._read(lambda: sock.recv_into(buffer), timeout=timeout)
 
-    async def _read(self, call: Callable[[], _Read], *, empty_ok: bool = False) -> _Read:
+    async def _read(
+        self, call: Callable[[], _Read], *, empty_ok: bool = False, timeout: float | None = None
+    ) -> _Read:
         """Run the non-blocking read ``call`` until it gives data (bytes or a count).
 
         Nothing (b"" or 0) means the peer sent EOF, unless ``empty_ok``.
@@ -200,6 +206,7 @@ class SocketStream(ByteStream):
         self._receiving = True
         try:
             sock = self._sock
+            deadline: float | None = None
             if self._receive_allowance <= 0:
                 self._receive_allowance = _YIELD_BYTES
                 await anyio.lowlevel.checkpoint()
@@ -209,7 +216,13 @@ class SocketStream(ByteStream):
                 try:
                     result = call()
                 except BlockingIOError:
-                    await anyio.wait_readable(sock)
+                    if timeout is None:
+                        await anyio.wait_readable(sock)
+                    else:
+                        if deadline is None:
+                            deadline = anyio.current_time() + timeout
+                        with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
+                            await anyio.wait_readable(sock)
                     self._receive_allowance = _YIELD_BYTES
                     continue
                 except OSError as exc:
@@ -252,8 +265,13 @@ class SocketStream(ByteStream):
         finally:
             self._sending = False
 
-    async def send_buffers(self, buffers: Sequence[BytesLike]) -> None:
-        """Send the buffers back to back with gather writes (``sendmsg``), copying nothing."""
+    async def send_buffers(
+        self, buffers: Sequence[BytesLike], *, timeout: float | None = None
+    ) -> None:
+        """Send the buffers back to back with gather writes (``sendmsg``), copying nothing.
+
+        Raises TimeoutError when the peer has not made room for all of it within
+        ``timeout`` seconds of the first wait (a send that fits costs no timer)."""
         if self._sending:
             raise anyio.BusyResourceError("writing to")
         self._sending = True
@@ -265,6 +283,7 @@ class SocketStream(ByteStream):
                 self._send_allowance = _YIELD_BYTES
                 await anyio.lowlevel.checkpoint()
             first = 0  # index of the first view not yet sent in full
+            deadline: float | None = None
             while first < len(views):
                 if self._closed:
                     raise anyio.ClosedResourceError
@@ -274,7 +293,13 @@ class SocketStream(ByteStream):
                     else:
                         sent = sock.send(views[first], _SEND_FLAGS)
                 except BlockingIOError:
-                    await anyio.wait_writable(sock)
+                    if timeout is None:
+                        await anyio.wait_writable(sock)
+                    else:
+                        if deadline is None:
+                            deadline = anyio.current_time() + timeout
+                        with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
+                            await anyio.wait_writable(sock)
                     self._send_allowance = _YIELD_BYTES
                     continue
                 except OSError as exc:

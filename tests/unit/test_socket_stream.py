@@ -516,3 +516,34 @@ async def test_listener_skips_unsupported_family(monkeypatch: pytest.MonkeyPatch
         assert [sock.family for sock in listener.sockets] == [socket.AF_INET]
     with pytest.raises(OSError, match="not supported"):
         await create_tcp_listener(local_host="::1")
+
+
+async def test_receive_into_timeout_only_while_waiting() -> None:
+    """Data already there is read whatever the timeout; silence raises TimeoutError
+    after ``timeout`` seconds and leaves the stream usable."""
+    async with connected() as (client, server):
+        await client.send(b"abc")
+        await anyio.sleep(0.05)
+        buffer = bytearray(8)
+        assert await server.receive_into(memoryview(buffer), timeout=0.0) == 3
+        started = anyio.current_time()
+        with anyio.fail_after(5), pytest.raises(TimeoutError):
+            await server.receive_into(memoryview(buffer), timeout=0.2)
+        assert anyio.current_time() - started >= 0.2
+        await client.send(b"d")
+        assert await server.receive_into(memoryview(buffer), timeout=1.0) == 1
+        assert buffer[:1] == b"d"
+
+
+async def test_send_buffers_timeout_when_the_peer_never_reads() -> None:
+    """A peer that stops reading: the send raises TimeoutError once the socket buffers
+    are full for ``timeout`` seconds."""
+    async with connected() as (client, _server):
+        chunk = b"x" * (1 << 20)
+
+        async def flood() -> None:
+            for _ in range(256):
+                await client.send_buffers([chunk], timeout=0.2)
+
+        with anyio.fail_after(20), pytest.raises(TimeoutError):
+            await flood()
