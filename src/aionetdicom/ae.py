@@ -77,6 +77,7 @@ from aionetdicom.acse.requestor import (
     propose,
 )
 from aionetdicom.acse.user_identity import UserIdentity
+from aionetdicom.addresses import IPNetwork, network
 from aionetdicom.association import (
     ASSOCIATION_EVENTS,
     Association,
@@ -360,6 +361,8 @@ class AE:
     ``maximum_dataset_size``, the largest data set held in memory (default 1 GiB;
     a C-STORE handler registered with ``streaming=True`` is bounded by
     ``maximum_streamed_dataset_size`` instead, default unlimited);
+    ``allowed_calling_ae_titles`` and ``allowed_peer_addresses`` (networks; others
+    are disconnected at once) say who may associate;
     ``accept_any_abstract_syntax`` accepts every proposed abstract syntax with the
     default transfer syntaxes, the way to accept any storage SOP class (private
     ones too): the C-STORE service then answers 0x0122 for a SOP class without a
@@ -396,6 +399,7 @@ class AE:
         handler_timeout: float | Literal["dimse"] | None = "dimse",
         require_called_ae_title: bool = False,
         allowed_calling_ae_titles: Collection[str] | None = None,
+        allowed_peer_addresses: Collection[str | IPNetwork] | None = None,
         supported_contexts: Sequence[PresentationContext] = VERIFICATION,
         accept_any_abstract_syntax: bool = False,
         maximum_operations_invoked: int = 1,
@@ -429,6 +433,13 @@ class AE:
             None
             if allowed_calling_ae_titles is None
             else frozenset(validate_ae_title(t) for t in allowed_calling_ae_titles)
+        )
+        #: Networks (``"10.0.0.0/8"``, ``"::1"``) whose hosts may connect; a connection
+        #: from anywhere else is closed as soon as it is accepted. None: any address.
+        self.allowed_peer_addresses = (
+            None
+            if allowed_peer_addresses is None
+            else tuple(network(each) for each in allowed_peer_addresses)
         )
         self.supported_contexts: list[PresentationContext] = list(supported_contexts)
         self.accept_any_abstract_syntax = accept_any_abstract_syntax

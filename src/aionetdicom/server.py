@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.abc import ByteStream, SocketAttribute, TaskGroup
 
+from aionetdicom.addresses import peer_allowed
 from aionetdicom.association import NOTIFICATION_DRAIN, Association, _Notifier
 from aionetdicom.errors import TLSError
 from aionetdicom.transport import TCPListener, accept_tls, set_nodelay
@@ -41,6 +42,7 @@ from aionetdicom.ul.fsm import State
 
 if TYPE_CHECKING:
     from aionetdicom.ae import AE
+
 
 logger = logging.getLogger("aionetdicom.server")
 
@@ -89,6 +91,8 @@ class Server:
         self._drained = anyio.Event()
         #: Connections closed at once because ``maximum_pending_connections`` was reached.
         self.refused_connections = 0
+        #: Connections closed at once because their address is not allowed.
+        self.refused_addresses = 0
 
     def __repr__(self) -> str:
         where = ", ".join(_format(h, p) for h, p in self.addresses)
@@ -194,6 +198,8 @@ class Server:
                     logger.warning("accept failed (%s); retrying shortly", exc)
                     await anyio.sleep(0.1)
                     continue
+                if not self._address_allowed(stream):
+                    continue
                 if self._pending >= self.ae.maximum_pending_connections:
                     self.refused_connections += 1
                     logger.debug(
@@ -206,6 +212,20 @@ class Server:
                     continue
                 self._pending += 1
                 self._task_group.start_soon(self._handle, stream)
+
+    def _address_allowed(self, stream: ByteStream) -> bool:
+        """False (the connection closed at once, logged) for a peer outside
+        ``AE.allowed_peer_addresses``."""
+        networks = self.ae.allowed_peer_addresses
+        if networks is None:
+            return True
+        host = _peer_host(stream)
+        if host is not None and peer_allowed(networks, host):
+            return True
+        self.refused_addresses += 1
+        logger.info("connection from %s refused: address not allowed", _peer(stream))
+        self._task_group.start_soon(_close_at_once, stream)  # type: ignore[union-attr]
+        return False
 
     async def _handle(self, stream: ByteStream) -> None:
         pending = True
@@ -327,6 +347,14 @@ def _address_of(listener: TCPListener) -> tuple[str, int] | None:
 
 def _format(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _peer_host(stream: ByteStream) -> str | None:
+    try:
+        address = stream.extra(SocketAttribute.remote_address)
+    except anyio.TypedAttributeLookupError:
+        return None
+    return str(address[0]) if isinstance(address, tuple) else None
 
 
 def _peer(stream: ByteStream) -> str:

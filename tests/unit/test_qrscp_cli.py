@@ -67,6 +67,16 @@ def test_malformed_destination(tmp_path: Path, text: str) -> None:
         settings(tmp_path, "0", "-od", str(tmp_path), "--destination", text)
 
 
+def test_allowed_peers_setting(tmp_path: Path) -> None:
+    config = tmp_path / "peers.toml"
+    config.write_text('allowed_peers = ["10.0.0.0/8", "::1"]\n')
+    args = settings(tmp_path, "0", "-od", str(tmp_path), "--config", str(config))
+    assert [str(n) for n in args.allowed_peer] == ["10.0.0.0/8", "::1/128"]  # type: ignore[attr-defined]
+    config.write_text('allowed_peers = ["10.0.0.300"]\n')
+    with pytest.raises(common.AppError, match="allowed_peers"):
+        settings(tmp_path, "0", "-od", str(tmp_path), "--config", str(config))
+
+
 def test_tls_destination_flag_and_settings(tmp_path: Path) -> None:
     args = settings(tmp_path, "0", "-od", str(tmp_path), "--destination", "V=h:104,tls")
     assert args.destinations == {"V": ("h", 104, True)}  # type: ignore[attr-defined]

@@ -362,6 +362,14 @@ def add_scp_network_options(
         help="accept only this calling AE title; repeat for several (default: any)",
     )
     group.add_argument(
+        "--allowed-peer",
+        action="append",
+        type=peer_network,
+        metavar="NETWORK",
+        help="accept connections only from this address or network (10.0.0.0/8, ::1); "
+        "repeat for several (default: any); others are disconnected at once",
+    )
+    group.add_argument(
         "--max-associations",
         type=positive_int,
         default=1000,
@@ -371,6 +379,16 @@ def add_scp_network_options(
     _add_timeouts(group, connect=False)
     add_tls_options(parser, server=True)
     return group
+
+
+def peer_network(text: str) -> Any:
+    """An ``--allowed-peer`` value: an address or a network."""
+    from aionetdicom.addresses import network
+
+    try:
+        return network(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_tls_options(

@@ -37,6 +37,7 @@ def make_ae(args: argparse.Namespace, log: logging.Logger) -> AE:
         maximum_associations=args.max_associations,
         require_called_ae_title=args.require_called_aet,
         allowed_calling_ae_titles=args.allowed_calling_aet,
+        allowed_peer_addresses=args.allowed_peer,
         supported_contexts=[PresentationContext(VERIFICATION_SOP_CLASS, args.transfer_syntaxes)],
         **common.timeout_kwargs(args),
     )

@@ -19,6 +19,7 @@ Settings come from flags or a TOML file (``--config``); flags win::
     storage = "/var/lib/qrscp"
     database = "sqlite:////var/lib/qrscp/index.db"   # or postgresql://user@host/db
     allowed_calling_aes = ["MODALITY1", "VIEWER"]    # default: any
+    allowed_peers = ["10.0.0.0/8", "127.0.0.1"]      # default: any address
     lenient_queries = false                          # true: every query relational
     worklist = "/var/lib/qrscp/worklist"             # Modality Worklist items
 
@@ -225,6 +226,7 @@ def load_settings(args: argparse.Namespace) -> argparse.Namespace:
         "storage",
         "database",
         "allowed_calling_aes",
+        "allowed_peers",
         "destinations",
         "worklist",
         "lenient_queries",
@@ -239,6 +241,11 @@ def load_settings(args: argparse.Namespace) -> argparse.Namespace:
         args.port = int(config["port"])
     if args.storage is None:
         args.storage = Path(config.get("storage", "qrscp-storage"))
+    if args.allowed_peer is None and "allowed_peers" in config:
+        try:
+            args.allowed_peer = [common.peer_network(str(n)) for n in config["allowed_peers"]]
+        except argparse.ArgumentTypeError as exc:
+            raise common.AppError(f"allowed_peers: {exc}") from exc
     if args.allowed_calling_aet is None and "allowed_calling_aes" in config:
         args.allowed_calling_aet = [common.ae_title(str(t)) for t in config["allowed_calling_aes"]]
     destinations: dict[str, tuple[str, int, bool]] = {}
@@ -299,6 +306,7 @@ def make_ae(args: argparse.Namespace, log: logging.Logger, index: Any) -> AE:
         maximum_associations=args.max_associations,
         require_called_ae_title=args.require_called_aet,
         allowed_calling_ae_titles=args.allowed_calling_aet,
+        allowed_peer_addresses=args.allowed_peer,
         supported_contexts=[
             PresentationContext(VERIFICATION_SOP_CLASS),
             *query_retrieve_contexts(

@@ -143,6 +143,7 @@ def make_ae(args: argparse.Namespace, log: logging.Logger, output: Path | None =
         maximum_associations=args.max_associations,
         require_called_ae_title=args.require_called_aet,
         allowed_calling_ae_titles=args.allowed_calling_aet,
+        allowed_peer_addresses=args.allowed_peer,
         supported_contexts=[PresentationContext(VERIFICATION_SOP_CLASS, syntaxes)],
         accept_any_abstract_syntax=args.accept_any_sop_class,
         **common.timeout_kwargs(args),
