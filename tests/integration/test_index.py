@@ -166,6 +166,16 @@ async def test_modalities_in_study_matches_and_is_computed(index: DicomIndex) ->
     responses = [r async for r in index.find("STUDY", identifier, top="STUDY")]
     assert [r.StudyInstanceUID for r in responses] == ["1.1"]
     assert sorted(responses[0].ModalitiesInStudy) == ["CT", "MR"]
+    # Each study gets its own modalities (a CT-only study says CT alone), and the SOP
+    # classes likewise.
+    identifier = query("STUDY", StudyInstanceUID="", ModalitiesInStudy="", SOPClassesInStudy="")
+    by_study = {
+        r.StudyInstanceUID: (r.ModalitiesInStudy, r.SOPClassesInStudy)
+        async for r in index.find("STUDY", identifier, top="STUDY")
+    }
+    assert by_study["1.2"] == ("CT", CT)
+    assert by_study["2.1"] == ("CT", CT)
+    assert sorted(by_study["1.1"][1]) == sorted([CT, MR])
 
 
 async def test_response_holds_exactly_the_requested_keys(index: DicomIndex) -> None:

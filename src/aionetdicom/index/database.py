@@ -32,9 +32,11 @@ from sqlalchemy import (
     Update,
     bindparam,
     create_engine,
+    distinct,
     event,
     exists,
     func,
+    literal,
     select,
 )
 from sqlalchemy.exc import IntegrityError
@@ -560,16 +562,16 @@ def _inner_tables(keyword: str) -> Sequence[Any]:
 
 
 def _aggregate(dialect: str, column: Any, where: Any, select_from: Any = None) -> Any:
-    """The distinct values of ``column`` joined with backslashes, as a subquery."""
-    inner = select(column.label("value")).distinct().where(where, column.is_not(None))
-    if select_from is not None:
-        inner = inner.select_from(select_from)
-    values = inner.subquery()
+    """The distinct values of ``column`` joined with backslashes, as a scalar subquery
+    correlated to the outer row (no derived table: those cannot be correlated)."""
     if dialect == "postgresql":
-        joined = func.string_agg(values.c.value, "\\")
-    else:
-        joined = func.group_concat(values.c.value, "\\")
-    return select(joined).scalar_subquery()
+        joined = func.string_agg(distinct(column), literal("\\"))
+    else:  # SQLite allows DISTINCT only with the default "," separator
+        joined = func.replace(func.group_concat(distinct(column)), ",", "\\")
+    query = select(joined).where(where, column.is_not(None))
+    if select_from is not None:
+        query = query.select_from(select_from)
+    return query.scalar_subquery()
 
 
 def _find_query(
