@@ -3,7 +3,8 @@
 A command set is always Implicit VR Little Endian (PS3.7 6.3.1), so the VR of every
 element comes from the table below. Python value types by VR:
 
-* UI, AE, CS, SH, LO, LT, IS: :class:`str` (padding stripped on decode)
+* UI, AE, CS, SH, LO, LT, IS: :class:`str` (padding stripped on decode; a received
+  non-ASCII byte is an error in UI and decodes as ``?`` in the others)
 * US, UL: :class:`int`
 * AT: :class:`tuple` of :class:`int` tags, each ``group << 16 | element``
 * US with VM 1-n (retired Overlays): :class:`tuple` of :class:`int`
@@ -172,6 +173,8 @@ _TEXT_VRS = frozenset({"UI", "AE", "CS", "SH", "LO", "LT", "IS"})
 # Leading spaces are insignificant for these VRs (PS3.5 6.2), trailing for all text.
 _STRIP_BOTH = frozenset({"AE", "CS", "SH", "LO", "IS"})
 _MAX_UINT = {"US": 0xFFFF, "UL": 0xFFFF_FFFF}
+#: bytes.translate table keeping ASCII and turning every other byte into "?".
+_ASCII_OR_QUESTION_MARK = bytes(range(128)) + b"?" * 128
 
 _HEADER = struct.Struct("<HHL")
 _US_ELEMENT = struct.Struct("<HHLH")
@@ -433,7 +436,8 @@ def _decode_value(element: CommandElement, raw: bytes) -> CommandValue | None:
             if not raw.isascii():
                 raise CommandDecodeError(f"{element.keyword} (UI) holds non-ASCII bytes")
             return raw.decode("ascii").rstrip("\x00 ")
-        text = raw.decode("ascii", errors="replace").rstrip("\x00 ")
+        # A stray non-ASCII byte becomes "?", so the value stays encodable (ASCII).
+        text = raw.translate(_ASCII_OR_QUESTION_MARK).decode("ascii").rstrip("\x00 ")
         return text.lstrip(" ") if vr in _STRIP_BOTH else text
     if vr == "AT":
         if length % 4:

@@ -64,9 +64,11 @@ def _encode_text(value: str, what: str) -> bytes:
         raise ValueError(f"{what} {value!r} must be ASCII") from None
 
 
-def _encode_ae_title(title: str, what: str) -> bytes:
+def _encode_ae_title(title: str, what: str, *, echoed: bool = False) -> bytes:
+    # In an A-ASSOCIATE-AC the titles only echo the request's (PS3.8 9.3.3): any value
+    # up to 16 characters goes, as it does on decoding.
     raw = _encode_text(title, what)
-    if not raw.strip(b" ") or len(raw) > 16:
+    if len(raw) > 16 or not (echoed or raw.strip(b" ")):
         raise ValueError(f"{what} {title!r} must be 1 to 16 characters, not all spaces")
     return raw.ljust(16, b" ")
 
@@ -156,11 +158,12 @@ def _encode_user_information(info: UserInformation) -> bytes:
 
 
 def _encode_associate(pdu: AAssociateRQ | AAssociateAC, pdu_type: PDUType) -> bytes:
+    echoed = pdu_type == PDUType.A_ASSOCIATE_AC
     fixed = _ASSOCIATE_FIXED.pack(
         pdu.protocol_version,
         0,
-        _encode_ae_title(pdu.called_ae_title, "called AE title"),
-        _encode_ae_title(pdu.calling_ae_title, "calling AE title"),
+        _encode_ae_title(pdu.called_ae_title, "called AE title", echoed=echoed),
+        _encode_ae_title(pdu.calling_ae_title, "calling AE title", echoed=echoed),
         b"\x00" * 32,
     )
     parts = [
@@ -231,8 +234,21 @@ def _decode_text(raw: Buffer, what: str) -> str:
     return text.rstrip("\x00 ")
 
 
-def _decode_ae_title(raw: bytes) -> str:
-    return raw.decode("latin-1").strip(" \x00")
+#: bytes.translate table keeping ASCII and turning every other byte into "?".
+_ASCII_OR_QUESTION_MARK = bytes(range(128)) + b"?" * 128
+
+
+def _decode_ae_title(raw: bytes, what: str, *, echoed: bool) -> str:
+    """An AE title as ``_encode_ae_title`` accepts it back (so it can be echoed)."""
+    title = raw.strip(b" \x00")
+    if echoed:
+        # A-ASSOCIATE-AC: the field "shall not be tested when received" (PS3.8 9.3.3).
+        return title.translate(_ASCII_OR_QUESTION_MARK).decode("ascii")
+    if not title:
+        raise PDUDecodeError(f"{what} is blank (PS3.8 9.3.2 forbids an all-space title)")
+    if not title.isascii():
+        raise PDUDecodeError(f"{what} is not ASCII: {raw!r}")
+    return title.decode("ascii")
 
 
 def _iter_items(data: memoryview, where: str) -> Iterator[tuple[int, int, memoryview]]:
@@ -439,8 +455,9 @@ def _decode_associate(body: memoryview, pdu_type: int) -> AAssociateRQ | AAssoci
             )
     if app_context is None:
         raise PDUDecodeError(f"{name} has no application context item")
-    called_title = _decode_ae_title(called)
-    calling_title = _decode_ae_title(calling)
+    echoed = pdu_type == PDUType.A_ASSOCIATE_AC
+    called_title = _decode_ae_title(called, f"{name} called AE title", echoed=echoed)
+    calling_title = _decode_ae_title(calling, f"{name} calling AE title", echoed=echoed)
     if pdu_type == PDUType.A_ASSOCIATE_RQ:
         return AAssociateRQ(
             called_ae_title=called_title,
