@@ -14,11 +14,13 @@ import struct
 
 from aionetdicom.datasets import DatasetError
 
-__all__ = ["MAX_NESTING", "PIXEL_DATA", "prefix_end"]
+__all__ = ["MAX_NESTING", "PIXEL_DATA", "check_nesting", "prefix_end"]
 
 #: (7FE0,0010) Pixel Data: the usual end of what an index needs.
 PIXEL_DATA = 0x7FE00010
-#: Deepest nesting of sequences accepted while walking (hostile data sets).
+#: Deepest nesting of sequences accepted while walking (hostile data sets), and by
+#: :func:`check_nesting` before pydicom decodes a received data set: pydicom reads and
+#: writes sequences recursively, and some hundreds of levels exhaust Python's stack.
 MAX_NESTING = 64
 
 _UNDEFINED = 0xFFFFFFFF
@@ -133,3 +135,104 @@ def prefix_end(
             offset = walker.skip_element(offset, 0)
     except _NeedMore:
         return None
+
+
+_U16_LE, _U16_BE = struct.Struct("<H"), struct.Struct(">H")
+_U32_LE, _U32_BE = struct.Struct("<L"), struct.Struct(">L")
+
+
+class _Nesting:
+    """Walks every element, sequence and item of a data set, only to measure its depth.
+
+    Malformed structure is not reported (the decoder does that): the walk just stops
+    descending where it cannot follow. Recursion is bounded by the limit it enforces.
+    """
+
+    __slots__ = ("data", "limit", "size")
+
+    def __init__(self, data: bytes | bytearray | memoryview, limit: int) -> None:
+        self.data = data
+        self.size = len(data)
+        self.limit = limit
+
+    def _u16(self, offset: int, little: bool) -> int:
+        return int((_U16_LE if little else _U16_BE).unpack_from(self.data, offset)[0])
+
+    def _u32(self, offset: int, little: bool) -> int:
+        return int((_U32_LE if little else _U32_BE).unpack_from(self.data, offset)[0])
+
+    def _tag(self, offset: int, little: bool) -> int:
+        return self._u16(offset, little) << 16 | self._u16(offset + 2, little)
+
+    def elements(
+        self, offset: int, end: int | None, implicit: bool, little: bool, depth: int
+    ) -> int:
+        """Walk the elements from ``offset`` to ``end`` (None: to an Item Delimitation
+        Item); return where the walk stopped."""
+        stop = self.size if end is None else min(end, self.size)
+        if offset + 8 <= stop and self._tag(offset, little) >> 16 != 0xFFFE:
+            # pydicom decides per data set (and item) from its first element whether
+            # the VR is explicit, whatever the transfer syntax says: follow it.
+            first, second = self.data[offset + 4], self.data[offset + 5]
+            implicit = not (0x40 < first < 0x5B and 0x40 < second < 0x5B)
+        while offset + 8 <= stop:
+            tag = self._tag(offset, little)
+            if tag == _ITEM_END:  # ends an item, or (as pydicom reads it) the data set
+                return offset + 8
+            vr = b"" if implicit else bytes(self.data[offset + 4 : offset + 6])
+            if implicit or tag >> 16 == 0xFFFE:  # delimiters have no VR, whatever the syntax
+                vr = b""
+                start, length = offset + 8, self._u32(offset + 4, little)
+            elif vr in _LONG_VRS:
+                if offset + 12 > stop:
+                    return self.size
+                start, length = offset + 12, self._u32(offset + 8, little)
+            else:
+                start, length = offset + 8, self._u16(offset + 6, little)
+            # Items of UN are Implicit VR Little Endian whatever the syntax (PS3.5 6.2.2).
+            items_implicit = implicit or vr == b"UN"
+            items_little = little or vr == b"UN"
+            if length == _UNDEFINED:
+                offset = self.items(start, None, items_implicit, items_little, depth + 1)
+                continue
+            if vr == b"SQ" or (items_implicit and self._starts_item(start, items_little)):
+                self.items(start, start + length, items_implicit, items_little, depth + 1)
+            offset = start + length
+        return offset
+
+    def _starts_item(self, offset: int, little: bool) -> bool:
+        # Implicit VR (or UN): a value that starts with an Item tag may be a sequence,
+        # which the decoder would find out from its dictionary.
+        return offset + 8 <= self.size and self._tag(offset, little) == _ITEM
+
+    def items(self, offset: int, end: int | None, implicit: bool, little: bool, depth: int) -> int:
+        """Walk the items of a sequence; return where the walk stopped."""
+        if depth > self.limit:
+            raise DatasetError(f"sequences nested deeper than {self.limit} levels")
+        stop = self.size if end is None else min(end, self.size)
+        while offset + 8 <= stop:
+            tag = self._tag(offset, little)
+            length = self._u32(offset + 4, little)
+            if tag == _SEQUENCE_END:
+                return offset + 8
+            if tag != _ITEM:
+                return self.size
+            start = offset + 8
+            if length == _UNDEFINED:
+                offset = self.elements(start, None, implicit, little, depth)
+            else:
+                self.elements(start, start + length, implicit, little, depth)
+                offset = start + length
+        return offset
+
+
+def check_nesting(
+    data: bytes | bytearray | memoryview,
+    *,
+    implicit: bool,
+    little: bool,
+    limit: int = MAX_NESTING,
+) -> None:
+    """Raise :class:`~aionetdicom.datasets.DatasetError` when sequences in ``data`` nest
+    deeper than ``limit`` levels, before a recursive decoder meets them."""
+    _Nesting(data, limit).elements(0, None, implicit, little, 0)

@@ -45,6 +45,10 @@ class DatasetError(ValueError):
     """A dataset or DICOM file could not be read, written or converted."""
 
 
+class DatasetTooLarge(DatasetError):
+    """A dataset would exceed a size limit once decoded (a Deflated one inflating past it)."""
+
+
 def encoding_of(transfer_syntax: str) -> tuple[bool, bool, bool]:
     """(implicit VR, little endian, deflated) for a transfer syntax UID.
 
@@ -85,25 +89,38 @@ def inflate(data: bytes, limit: int | None = None) -> bytes:
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     try:
         if limit is None:
-            return inflater.decompress(data) + inflater.flush()
-        out = inflater.decompress(data, limit + 1)
+            out = inflater.decompress(data) + inflater.flush()
+        else:
+            out = inflater.decompress(data, limit + 1)
     except zlib.error as exc:
         raise DatasetError(f"deflated dataset is corrupt: {exc}") from exc
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise DatasetError(f"deflated dataset inflates beyond the limit of {limit} bytes")
+    if limit is not None and (len(out) > limit or inflater.unconsumed_tail):
+        raise DatasetTooLarge(f"deflated dataset inflates beyond the limit of {limit} bytes")
+    if not inflater.eof:
+        # zlib stops quietly where the bytes end: without this, a cut-off data set
+        # would pass for a shorter one.
+        raise DatasetError("deflated dataset is truncated: its deflate stream does not end")
     return out
 
 
 def decode_dataset(
     data: bytes | memoryview, transfer_syntax: str, *, inflate_limit: int | None = None
 ) -> Dataset:
-    """Decode a dataset received in ``transfer_syntax``; raise DatasetError if malformed."""
+    """Decode a dataset received in ``transfer_syntax``; raise DatasetError if malformed.
+
+    Sequences nested deeper than :data:`~aionetdicom.dataset_prefix.MAX_NESTING` levels
+    are refused before pydicom, which recurses per level, sees them; a Deflated data set
+    inflating past ``inflate_limit`` bytes raises :class:`DatasetTooLarge`.
+    """
     from pydicom.filereader import read_dataset
+
+    from aionetdicom.dataset_prefix import check_nesting
 
     implicit, little, deflated = encoding_of(transfer_syntax)
     raw = bytes(data)
     if deflated:
         raw = inflate(raw, inflate_limit)
+    check_nesting(raw, implicit=implicit, little=little)
     try:
         dataset = read_dataset(io.BytesIO(raw), implicit, little)
     except Exception as exc:
@@ -122,8 +139,15 @@ class FileMeta:
     file_size: int
 
 
-def _text(value: bytes) -> str:
-    return value.decode("ascii", "replace").rstrip("\x00 ")
+def _uid(values: dict[int, bytes], element: int) -> str:
+    """The UID in (0002,``element``); it goes on the wire, so it must be ASCII."""
+    try:
+        value = values[element]
+    except KeyError:
+        raise DatasetError(f"file meta lacks (0002,{element:04X})") from None
+    if not value.isascii():
+        raise DatasetError(f"file meta (0002,{element:04X}) is not an ASCII UID: {value[:64]!r}")
+    return value.decode("ascii").rstrip("\x00 ")
 
 
 def read_file_meta(source: str | os.PathLike[str] | BinaryIO) -> FileMeta:
@@ -169,14 +193,10 @@ def read_file_meta(source: str | os.PathLike[str] | BinaryIO) -> FileMeta:
     handle.seek(0, os.SEEK_END)
     file_size = handle.tell() - start
     handle.seek(start + offset)
-    try:
-        return FileMeta(
-            transfer_syntax=_text(values[0x0010]),
-            sop_class_uid=_text(values[0x0002]),
-            sop_instance_uid=_text(values[0x0003]),
-            dataset_offset=offset,
-            file_size=file_size,
-        )
-    except KeyError as exc:
-        element = exc.args[0]
-        raise DatasetError(f"file meta lacks (0002,{element:04X})") from None
+    return FileMeta(
+        transfer_syntax=_uid(values, 0x0010),
+        sop_class_uid=_uid(values, 0x0002),
+        sop_instance_uid=_uid(values, 0x0003),
+        dataset_offset=offset,
+        file_size=file_size,
+    )

@@ -10,148 +10,47 @@ connection is open and after it.
 from __future__ import annotations
 
 import random
-import struct
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
 
 import anyio
 import pytest
 from anyio.abc import SocketStream
 
-from aionetdicom import AE, Server
 from aionetdicom.contexts import EXPLICIT_VR_LITTLE_ENDIAN, VERIFICATION_SOP_CLASS
-from aionetdicom.dimse.command_set import CommandField, encode_command, make_command
 from aionetdicom.pdu import (
     PDU,
     PDV,
     AAbort,
     AAssociateAC,
     AAssociateRJ,
-    AAssociateRQ,
     AReleaseRP,
     AReleaseRQ,
     PDataTF,
-    PDUReader,
     PresentationContextAC,
     PresentationContextRQ,
-    UserInformation,
-    decode_pdu,
     encode_pdu,
 )
-
-# Marked here as well as by tests/conftest.py: the conftest marks tests only after
-# collection, too late for anyio to combine its backend parameter with parametrize.
-
-
-HOST = "127.0.0.1"
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-#: Server timers for cases that must not wait for them (the reply comes at once).
-SLOW = 2.0
-#: Server timers for cases that wait for them to expire.
-FAST = 0.5
-#: Slack on top of a timer for the reply to arrive on a busy machine.
-SLACK = 1.5
-
-PROVIDER = 2
-NOT_SPECIFIED, UNRECOGNIZED_PDU, UNEXPECTED_PDU, INVALID_VALUE = 0, 1, 2, 6
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-@asynccontextmanager
-async def serving(timer: float = SLOW) -> AsyncIterator[Server]:
-    """Our SCP with ``timer`` seconds of ARTIM/ACSE and network timeout."""
-    scp = AE("ANY-SCP", acse_timeout=timer, network_timeout=timer, dimse_timeout=timer)
-    async with scp.serve(HOST, 0) as server:
-        yield server
-
-
-async def echo_ok(server: Server) -> None:
-    """A well-behaved SCU associates, echoes and releases promptly."""
-    scu = AE("GOOD-SCU", acse_timeout=2, dimse_timeout=2, network_timeout=5)
-    with anyio.fail_after(3):
-        async with scu.associate(HOST, server.port) as assoc:
-            assert await assoc.echo() == 0
-
-
-class RawPeer:
-    """A raw TCP connection that reads whole PDUs with :class:`PDUReader`."""
-
-    def __init__(self, stream: SocketStream) -> None:
-        self.stream = stream
-        self.reader = PDUReader(1 << 24, 1 << 24)
-
-    async def send(self, data: bytes) -> None:
-        await self.stream.send(data)
-
-    async def next_pdu(self, timeout: float = SLOW + SLACK) -> PDU | None:
-        """The next PDU from the server, or None once it closed the connection."""
-        with anyio.fail_after(timeout):
-            while (pdu := self.reader.next_pdu()) is None:
-                try:
-                    data = await self.stream.receive()
-                except (anyio.EndOfStream, anyio.BrokenResourceError):
-                    return None
-                self.reader.feed(data)
-            return pdu
-
-    async def associate(self, contexts: Sequence[PresentationContextRQ] | None = None) -> None:
-        """Establish an association (proposed contexts default to Verification as #1)."""
-        await self.send(encode_pdu(association_request(contexts)))
-        reply = await self.next_pdu()
-        assert isinstance(reply, AAssociateAC), reply
-
-
-@asynccontextmanager
-async def raw_connection(server: Server) -> AsyncIterator[RawPeer]:
-    stream = await anyio.connect_tcp(HOST, server.port)
-    async with stream:
-        yield RawPeer(stream)
-
-
-def association_request(
-    contexts: Sequence[PresentationContextRQ] | None = None, **fields: object
-) -> AAssociateRQ:
-    if contexts is None:
-        contexts = [PresentationContextRQ(1, VERIFICATION_SOP_CLASS, (EXPLICIT_VR_LITTLE_ENDIAN,))]
-    return AAssociateRQ(
-        called_ae_title="ANY-SCP",
-        calling_ae_title="HOSTILE",
-        presentation_contexts=tuple(contexts),
-        user_information=UserInformation(
-            maximum_length=16384, implementation_class_uid="1.2.3.4.5.6"
-        ),
-        **fields,  # type: ignore[arg-type]
-    )
-
-
-def echo_pdata(context_id: int = 1) -> bytes:
-    command = make_command(
-        CommandField.C_ECHO_RQ, MessageID=7, AffectedSOPClassUID=VERIFICATION_SOP_CLASS
-    )
-    return encode_pdu(PDataTF((PDV(context_id, True, True, encode_command(command)),)))
-
-
-def header(pdu_type: int, length: int) -> bytes:
-    return struct.pack(">BBL", pdu_type, 0, length)
-
-
-def assert_abort(pdu: PDU | None, reason: int) -> None:
-    assert isinstance(pdu, AAbort), f"expected an A-ABORT, got {pdu!r}"
-    assert (pdu.source, pdu.reason) == (PROVIDER, reason)
-    # byte-exact on the wire as well
-    assert decode_pdu(encode_pdu(pdu)) == pdu
-
-
-async def expect_abort_at_once(
-    peer: RawPeer, sent_at: float, reason: int, timer: float = SLOW
-) -> None:
-    """An A-ABORT arrives well before the server's ``timer`` could have fired."""
-    assert_abort(await peer.next_pdu(), reason)
-    assert time.monotonic() - sent_at < timer / 2
-
+from tests.hostile import (
+    CT_IMAGE_STORAGE,
+    FAST,
+    HOST,
+    INVALID_VALUE,
+    NOT_SPECIFIED,
+    PROVIDER,
+    SLACK,
+    SLOW,
+    UNEXPECTED_PDU,
+    UNRECOGNIZED_PDU,
+    assert_abort,
+    association_request,
+    echo_ok,
+    echo_pdata,
+    eventually,
+    expect_abort_at_once,
+    header,
+    raw_connection,
+    serving,
+)
 
 # --------------------------------------------------------------------------- garbage
 
@@ -408,31 +307,37 @@ async def test_garbage_command_set_aborts() -> None:
 
 
 async def test_many_idle_connections_do_not_block_service() -> None:
+    """200 silent connections: an SCU is served while all of them are still pending,
+    then ARTIM drops each of them, none early, without a byte sent to it."""
     count = 200
-    async with serving(FAST) as server:
+    async with serving(SLOW) as server:
         streams: list[SocketStream] = []
+        opened: dict[SocketStream, float] = {}
         try:
-            opened_at = time.monotonic()
             for _ in range(count):
-                streams.append(await anyio.connect_tcp(HOST, server.port))
+                stream = await anyio.connect_tcp(HOST, server.port)
+                opened[stream] = time.monotonic()
+                streams.append(stream)
+            await eventually(lambda: server.pending_connections == count, SLOW)
             await echo_ok(server)
-            assert time.monotonic() - opened_at < FAST  # served before ARTIM dropped them
-            closed: list[float] = []
+            # served while every idle connection was still waiting for its ARTIM
+            assert server.pending_connections == count
+            lifetimes: list[float] = []
 
             async def wait_dropped(stream: SocketStream) -> None:
-                with anyio.fail_after(FAST + SLACK + 1):
+                with anyio.fail_after(2 * SLOW + SLACK):
                     try:
                         data = await stream.receive()
                     except (anyio.EndOfStream, anyio.BrokenResourceError):
-                        closed.append(time.monotonic() - opened_at)
+                        lifetimes.append(time.monotonic() - opened[stream])
                     else:
                         pytest.fail(f"an idle connection received {data!r}")
 
             async with anyio.create_task_group() as tg:
                 for stream in streams:
                     tg.start_soon(wait_dropped, stream)
-            assert len(closed) == count
-            assert min(closed) >= FAST * 0.9
+            assert len(lifetimes) == count
+            assert min(lifetimes) >= SLOW * 0.9
         finally:
             for stream in streams:
                 await stream.aclose()

@@ -38,8 +38,14 @@ async def test_slow_find_outlives_the_network_timeout_on_both_sides() -> None:
     async with scp.serve(HOST, 0) as server:
         contexts = [PresentationContext(sop_classes.STUDY_ROOT_FIND)]
         async with scu.associate(HOST, server.port, contexts=contexts) as assoc:
+            responses = []
+            # Checked as each response arrives: once the final one is in, both sides
+            # are idle and may rightly time out (after 0.3 s, not before).
+            established = []
             with anyio.fail_after(10):
-                responses = [r async for r in assoc.find(_query(), model="study")]
+                async for response in assoc.find(_query(), model="study"):
+                    responses.append(response)
+                    established.append(assoc.is_established)
             assert [r.status.is_pending for r in responses] == [True, True, True, False]
             assert responses[-1].status == 0x0000
             assert [r.identifier.StudyInstanceUID for r in responses[:3]] == [
@@ -47,7 +53,7 @@ async def test_slow_find_outlives_the_network_timeout_on_both_sides() -> None:
                 "1.2.3.1",
                 "1.2.3.2",
             ]
-            assert assoc.is_established
+            assert established == [True, True, True, True]
 
 
 async def test_idle_association_is_still_aborted_at_the_network_timeout() -> None:

@@ -185,6 +185,22 @@ def test_our_preference_order_wins() -> None:
     assert answer.transfer_syntax == EXPLICIT_VR_BIG_ENDIAN
 
 
+def test_a_context_we_only_send_on_prefers_uncompressed() -> None:
+    """Requestor as Storage SCP only (C-GET): we pick an uncompressed syntax it offers
+    before our compressed favourites, so every stored instance can go out; with the
+    default roles our order stands."""
+    jpeg = "1.2.840.10008.1.2.4.50"
+    proposed = [PresentationContextRQ(1, CT, (jpeg, EXPLICIT_VR_LITTLE_ENDIAN))]
+    ours = [PresentationContext(CT, (jpeg, EXPLICIT_VR_LITTLE_ENDIAN), scp_role=True)]
+    as_sender = negotiate_contexts(proposed, ours, [RoleSelection(CT, False, True)])
+    assert as_sender.ac_contexts[0].transfer_syntax == EXPLICIT_VR_LITTLE_ENDIAN
+    as_receiver = negotiate_contexts(proposed, ours)
+    assert as_receiver.ac_contexts[0].transfer_syntax == jpeg
+    only_jpeg = [PresentationContextRQ(1, CT, (jpeg,))]
+    outcome = negotiate_contexts(only_jpeg, ours, [RoleSelection(CT, False, True)])
+    assert outcome.ac_contexts[0].transfer_syntax == jpeg
+
+
 def test_duplicate_supported_entries_merge_in_order() -> None:
     supported = [
         PresentationContext(CT, (JPEG_BASELINE_8BIT,)),

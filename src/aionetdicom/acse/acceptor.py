@@ -11,10 +11,13 @@ from typing import NamedTuple
 
 from aionetdicom.acse.contexts import (
     DEFAULT_TRANSFER_SYNTAXES,
+    EXPLICIT_VR_BIG_ENDIAN,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
     NegotiatedContext,
     PresentationContext,
 )
-from aionetdicom.acse.requestor import MAX_PRESENTATION_CONTEXTS
+from aionetdicom.acse.requestor import MAX_PRESENTATION_CONTEXTS, check_maximum_length
 from aionetdicom.errors import ProtocolError
 from aionetdicom.pdu.constants import (
     APPLICATION_CONTEXT_NAME,
@@ -82,11 +85,13 @@ def check_request(
 
 
 def validate_contexts(rq: AAssociateRQ) -> None:
-    """Raise ProtocolError (abort reason 6) when the proposed contexts are malformed.
+    """Raise ProtocolError (abort reason 6) when the proposed contexts are malformed, or
+    the maximum length announced cannot carry a PDV (1 to 6 bytes).
 
     PS3.8 9.3.4 has no reject reason for a malformed proposal, so the server answers it
     with A-ABORT invalid-PDU-parameter-value instead of an A-ASSOCIATE-RJ.
     """
+    check_maximum_length(rq.user_information.maximum_length, "A-ASSOCIATE-RQ")
     contexts = rq.presentation_contexts
     if not contexts:
         raise ProtocolError(
@@ -211,8 +216,13 @@ def negotiate_contexts(
             if uid not in replies:
                 replies[uid] = _role_reply(proposals.get(uid), capability)
             offered = context.transfer_syntaxes
-            chosen = next((ts for ts in capability.transfer_syntaxes if ts in offered), None)
             scu, scp = _requestor_roles(replies[uid], capability)
+            ours = capability.transfer_syntaxes
+            if scp and not scu:
+                # We only send on this context (C-GET sub-operations): an uncompressed
+                # syntax lets us send whatever we hold, converting if need be.
+                ours = _uncompressed_first(ours)
+            chosen = next((ts for ts in ours if ts in offered), None)
             if chosen is None:
                 result = PresentationContextResult.TRANSFER_SYNTAXES_NOT_SUPPORTED
             elif not (scu or scp):
@@ -226,6 +236,14 @@ def negotiate_contexts(
         outcomes.append(NegotiatedContext(context.context_id, uid, syntax, result, scu, scp))
     role_replies = tuple(reply for reply in replies.values() if reply is not None)
     return Negotiation(tuple(answers), role_replies, tuple(outcomes))
+
+
+_UNCOMPRESSED = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN)
+
+
+def _uncompressed_first(syntaxes: Sequence[str]) -> tuple[str, ...]:
+    plain = tuple(ts for ts in _UNCOMPRESSED if ts in syntaxes)
+    return plain + tuple(ts for ts in syntaxes if ts not in plain)
 
 
 def _check_window_cap(value: int, what: str) -> None:

@@ -15,6 +15,9 @@ from aionetdicom.pdu.pdus import AAssociateAC, AAssociateRQ
 
 #: Odd context IDs 1..255 allow at most 128 presentation contexts (PS3.8 9.3.2.2).
 MAX_PRESENTATION_CONTEXTS = 128
+#: The smallest useful maximum length (PS3.8 D.1): a PDV item header (6 bytes) plus
+#: one byte of data. 1-6 leave no room for any data; 0 means no limit.
+MIN_MAXIMUM_LENGTH = 7
 
 _INVALID_VALUE = int(AbortReason.INVALID_PDU_PARAMETER_VALUE)
 _DEFAULT_ROLES = (True, False)
@@ -56,6 +59,17 @@ def propose(
             )
     selections = tuple(RoleSelection(uid, scu, scp) for uid, (scu, scp) in roles.items())
     return proposals, selections
+
+
+def check_maximum_length(maximum_length: int | None, what: str) -> None:
+    """Raise ProtocolError (abort reason 6) for a maximum length of 1 to 6 bytes, which
+    leaves no room for a PDV carrying data, so that no message could ever be sent."""
+    if maximum_length and maximum_length < MIN_MAXIMUM_LENGTH:
+        raise ProtocolError(
+            f"{what} announces a maximum PDU length of {maximum_length} bytes, too small "
+            f"for any PDV (at least {MIN_MAXIMUM_LENGTH}, or 0 for no limit)",
+            abort_reason=_INVALID_VALUE,
+        )
 
 
 def _first_by_uid(selections: Sequence[RoleSelection]) -> dict[str, RoleSelection]:
@@ -113,8 +127,10 @@ def interpret_acceptance(rq: AAssociateRQ, ac: AAssociateAC) -> tuple[Negotiated
     """The negotiated contexts, in proposal order, from our request and the peer's answer.
 
     Raises ProtocolError (abort reason 6) when the answer names a context or a transfer
-    syntax we never proposed; an unanswered context counts as rejected with no reason.
+    syntax we never proposed, or its maximum length cannot carry a PDV; an unanswered
+    context counts as rejected with no reason.
     """
+    check_maximum_length(ac.user_information.maximum_length, "A-ASSOCIATE-AC")
     answers = _index_answers(rq, ac)
     proposals = _first_by_uid(rq.user_information.role_selections)
     replies = _first_by_uid(ac.user_information.role_selections)

@@ -10,7 +10,9 @@ finds the application's handler with ``assoc.ae.handlers.lookup(service, sop_cla
 calls it with a :class:`FindRequest`, :class:`GetRequest` or :class:`MoveRequest`, and
 sends every response itself. No handler for the SOP class: 0x0122 (SOP class not
 supported). A request without an identifier: 0xA900 (identifier does not match SOP
-class).
+class); one whose identifier cannot be decoded (malformed, sequences nested too deep):
+0xC310, 0xC410 or 0xC510 (unable to process); one inflating past the AE's
+``maximum_dataset_size``: 0xA700 (C-FIND) or 0xA701. The handler is not called for them.
 
 Handlers
 ========
@@ -122,7 +124,13 @@ from aionetdicom.acse.contexts import (
     NegotiatedContext,
     PresentationContext,
 )
-from aionetdicom.datasets import DatasetError, decode_dataset, encode_dataset, read_file_meta
+from aionetdicom.datasets import (
+    DatasetError,
+    DatasetTooLarge,
+    decode_dataset,
+    encode_dataset,
+    read_file_meta,
+)
 from aionetdicom.dimse.command_set import (
     Command,
     CommandField,
@@ -181,8 +189,22 @@ ALL_SUBOPERATIONS_FAILED = 0xA702
 #: C-MOVE: Refused, move destination unknown (PS3.4 Table C.4-2).
 MOVE_DESTINATION_UNKNOWN = 0xA801
 
-#: A deflated request identifier is not inflated beyond this many bytes.
+#: A deflated request identifier is not inflated beyond this many bytes (nor beyond
+#: the AE's ``maximum_dataset_size``).
 IDENTIFIER_INFLATE_LIMIT = 64 * 1024 * 1024
+#: An identifier that cannot be decoded: "Failed: Unable to process" (Cxxx), the
+#: decode-failure codes next to the handler-failure ones of FAILURE_FOR.
+UNDECODABLE_IDENTIFIER = {
+    Service.C_FIND: 0xC310,
+    Service.C_GET: 0xC410,
+    Service.C_MOVE: 0xC510,
+}
+#: An identifier that inflates past the limit: Refused, out of resources (PS3.4 C.4).
+IDENTIFIER_TOO_LARGE = {
+    Service.C_FIND: 0xA700,
+    Service.C_GET: 0xA701,
+    Service.C_MOVE: 0xA701,
+}
 #: Seconds a handler's generator gets to run its cleanup when it is closed.
 CLOSE_GRACE = 5.0
 
@@ -295,8 +317,11 @@ class QueryRetrieveRequest:
         if self._identifier is None:
             if self.raw_identifier is None:
                 raise DatasetError("the request has no identifier")
+            limit = getattr(self.assoc.ae, "maximum_dataset_size", None)
             self._identifier = decode_dataset(
-                self.raw_identifier, self.transfer_syntax, inflate_limit=IDENTIFIER_INFLATE_LIMIT
+                self.raw_identifier,
+                self.transfer_syntax,
+                inflate_limit=min(limit or IDENTIFIER_INFLATE_LIMIT, IDENTIFIER_INFLATE_LIMIT),
             )
         return self._identifier
 
@@ -602,6 +627,21 @@ async def _refuse_early(request: QueryRetrieveRequest) -> Any:
         await _respond(
             request, IDENTIFIER_DOES_NOT_MATCH, comment="Request has no identifier", counts=True
         )
+        return None
+    try:
+        request.identifier  # noqa: B018 - decoded now, so a bad one never reaches the handler
+    except DatasetError as exc:
+        too_large = isinstance(exc, DatasetTooLarge)
+        status = (IDENTIFIER_TOO_LARGE if too_large else UNDECODABLE_IDENTIFIER)[request.service]
+        assoc.log.warning(
+            "association #%d: %s identifier refused (0x%04X): %s",
+            assoc.id,
+            request.service.value,
+            status,
+            exc,
+        )
+        comment = "Identifier too large" if too_large else "Identifier cannot be decoded"
+        await _respond(request, status, comment=comment, counts=True)
         return None
     return handler
 

@@ -407,10 +407,14 @@ def _status(command: Command, service: str) -> Status:
     return Status(value if isinstance(value, int) else MISSING_STATUS, service)
 
 
+#: A Deflated response identifier is not inflated beyond this many bytes.
+RESPONSE_INFLATE_LIMIT = 64 * 1024 * 1024
+
+
 def _identifier(message: AssembledMessage, transfer_syntax: str) -> Dataset | None:
     if not message.command.has_dataset or not message.dataset:
         return None
-    return decode_dataset(message.dataset, transfer_syntax)
+    return decode_dataset(message.dataset, transfer_syntax, inflate_limit=RESPONSE_INFLATE_LIMIT)
 
 
 def _count(command: Command, keyword: str) -> int | None:

@@ -63,7 +63,7 @@ from aionetdicom.acse.contexts import (
     PresentationContext,
     is_valid_uid,
 )
-from aionetdicom.dataset_prefix import PIXEL_DATA, prefix_end
+from aionetdicom.dataset_prefix import PIXEL_DATA, check_nesting, prefix_end
 from aionetdicom.datasets import (
     UNCOMPRESSED_TRANSFER_SYNTAXES,
     DatasetError,
@@ -908,10 +908,10 @@ class StoreRequest:
         if self._dataset is None:
             if self._raw is not None:
                 self._dataset = decode_dataset(
-                    self._raw, self.transfer_syntax, inflate_limit=INFLATE_LIMIT
+                    self._raw, self.transfer_syntax, inflate_limit=_inflate_limit(self.assoc)
                 )
             elif self.path is not None:
-                self._dataset = _read_stored(self.path)
+                self._dataset = _read_stored(self.path, _inflate_limit(self.assoc))
             else:
                 raise RuntimeError(
                     "the data set of this request is streamed: await request.read() or "
@@ -950,8 +950,17 @@ class StoreRequest:
         implicit, little, deflated = encoding_of(self.transfer_syntax)
         syntax = EXPLICIT_VR_LITTLE_ENDIAN if deflated else self.transfer_syntax
         if self._raw is not None:
-            data = memoryview(inflate(self._raw, INFLATE_LIMIT) if deflated else self._raw)
+            data = memoryview(self._raw)
+            complete = True
+            if deflated:  # inflate only what the walk may need, never a whole bomb
+                head, complete = _inflate_head(self._raw, PEEK_LIMIT)
+                data = memoryview(head)
             end = prefix_end(data, implicit=implicit, little=little, stop_tag=stop_before)
+            if end is None and not complete:
+                raise DatasetError(
+                    f"the elements before ({stop_before >> 16:04X},"
+                    f"{stop_before & 0xFFFF:04X}) take more than {PEEK_LIMIT} bytes"
+                )
             return decode_dataset(data if end is None else data[:end], syntax)
         stream = self._stream
         assert stream is not None
@@ -1157,14 +1166,47 @@ class StoreRequest:
         await stream.wait_finished()
 
 
-def _read_stored(path: pathlib.Path) -> Dataset:
-    """The data set of a file ``save_to`` wrote (blocking; small files, or by choice)."""
+def _inflate_limit(assoc: Association) -> int:
+    """The most a received Deflated data set may inflate to: the AE's
+    ``maximum_dataset_size`` (what it holds in memory), at most :data:`INFLATE_LIMIT`."""
+    limit = getattr(assoc.ae, "maximum_dataset_size", None)
+    return INFLATE_LIMIT if limit is None else min(limit, INFLATE_LIMIT)
+
+
+def _inflate_head(raw: Buffer, limit: int) -> tuple[bytes, bool]:
+    """Up to ``limit + 1`` bytes of a Deflated data set inflated, and whether that is all."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        head = inflater.decompress(raw, limit + 1)
+    except zlib.error as exc:
+        raise DatasetError(f"deflated dataset is corrupt: {exc}") from exc
+    return head, inflater.eof and len(head) <= limit
+
+
+def _read_stored(path: pathlib.Path, inflate_limit: int = INFLATE_LIMIT) -> Dataset:
+    """The data set of a file ``save_to`` wrote (blocking; small files, or by choice).
+
+    Checked as a received one is (nesting depth, inflated size) before pydicom reads it.
+    """
     from pydicom import dcmread
 
     try:
-        return dcmread(path)
+        raw = path.read_bytes()
+        meta = read_file_meta(io.BytesIO(raw))
+    except (OSError, DatasetError) as exc:
+        raise DatasetError(f"cannot read the stored instance {path}: {exc}") from exc
+    implicit, little, deflated = encoding_of(meta.transfer_syntax)
+    if deflated:  # pydicom inflates it whole: a bomb must not get that far
+        check_nesting(
+            inflate(raw[meta.dataset_offset :], inflate_limit), implicit=False, little=True
+        )
+    else:
+        check_nesting(memoryview(raw)[meta.dataset_offset :], implicit=implicit, little=little)
+    try:
+        dataset = dcmread(io.BytesIO(raw))
     except Exception as exc:
         raise DatasetError(f"cannot read the stored instance {path}: {exc}") from exc
+    return dataset
 
 
 #: A store handler: gets the request, returns the status to answer (0x0000 Success).

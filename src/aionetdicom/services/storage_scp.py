@@ -23,7 +23,13 @@ returns. The statuses the service chooses itself:
 * the handler raised :class:`~aionetdicom.services.storage.DatasetMismatch`
   (``save_to``/``verify_uids``: the data set's SOP Class/Instance UIDs are not the
   command's): 0xA900 "Error: Data Set does not match SOP Class";
-* the request carries no data set: the standard failure, Error Comment "No data set".
+* the request carries no data set: the standard failure, Error Comment "No data set";
+* the handler raised :class:`~aionetdicom.datasets.DatasetError` (the data set cannot
+  be decoded, e.g. sequences nested too deep): the standard failure 0xC211, in the
+  range "Error: Cannot understand"; :class:`~aionetdicom.datasets.DatasetTooLarge` (a
+  Deflated data set inflating past ``AE.maximum_dataset_size``): 0xA700 "Refused: Out
+  of Resources". Both are the peer's doing, so they are logged as warnings, without a
+  traceback.
 
 A streaming handler (``@ae.on_store(streaming=True)``) runs while the data set arrives;
 the response is sent only once all of it has been received.
@@ -37,6 +43,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
+from aionetdicom.datasets import DatasetError, DatasetTooLarge
 from aionetdicom.dimse.command_set import Command, CommandField, make_command, set_if_valid
 from aionetdicom.dimse.status import Status
 from aionetdicom.errors import DicomNetworkError
@@ -81,6 +88,12 @@ def _failure_for(assoc: Association, exc: Exception, message_id: int) -> tuple[i
     if isinstance(exc, DatasetMismatch):
         assoc.log.warning("association #%d: C-STORE refused: %s", assoc.id, exc)
         return DATASET_MISMATCH, "Data Set does not match SOP Class"
+    if isinstance(exc, DatasetTooLarge):
+        assoc.log.warning("association #%d: C-STORE refused: %s", assoc.id, exc)
+        return OUT_OF_RESOURCES, "Data set too large"
+    if isinstance(exc, DatasetError):
+        assoc.log.warning("association #%d: C-STORE data set not understood: %s", assoc.id, exc)
+        return STORE_FAILURE, "Data set cannot be decoded"
     if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno in _OUT_OF_SPACE):
         assoc.log.error("association #%d: C-STORE out of resources: %s", assoc.id, exc)
         return OUT_OF_RESOURCES, "Out of resources"
