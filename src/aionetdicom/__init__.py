@@ -3,7 +3,8 @@
 Start with :class:`AE`: ``AE.associate(...)`` for an SCU, ``AE.serve(...)`` for an SCP.
 """
 
-from aionetdicom import contexts, tls
+from aionetdicom import contexts, sop_classes, tls
+from aionetdicom.acse.contexts import is_valid_uid
 from aionetdicom.acse.user_identity import UserIdentity
 from aionetdicom.ae import AE, validate_ae_title
 from aionetdicom.association import Association, AssociationEvent, Timeouts
@@ -26,10 +27,17 @@ from aionetdicom.errors import (
     TLSError,
 )
 from aionetdicom.handlers import HandlerRegistry, Service
+from aionetdicom.observe import Metrics, Observer, OperationRecord
 from aionetdicom.pool import AssociationPool, PoolClosed, PoolStatistics, PoolTimeout
 from aionetdicom.server import Server
-from aionetdicom.services.normalized import NRequest, NResponse
-from aionetdicom.services.qr_scp import FindRequest, GetRequest, MoveRequest
+from aionetdicom.services.normalized import EventReportRequest, NRequest, NResponse
+from aionetdicom.services.qr_scp import (
+    EncodedIdentifier,
+    FindRequest,
+    GetRequest,
+    MoveRequest,
+    StoredInstance,
+)
 from aionetdicom.services.query_retrieve import FindResponse, RetrieveResponse
 from aionetdicom.services.storage import StoreRequest
 from aionetdicom.services.verification import EchoRequest
@@ -51,16 +59,21 @@ __all__ = [
     "DicomNetworkError",
     "DicomTimeoutError",
     "EchoRequest",
+    "EncodedIdentifier",
+    "EventReportRequest",
     "FindRequest",
     "FindResponse",
     "GetRequest",
     "HandlerRegistry",
     "LocalProtocolError",
+    "Metrics",
     "MoveRequest",
     "NRequest",
     "NResponse",
     "NegotiationError",
     "NetworkTimeout",
+    "Observer",
+    "OperationRecord",
     "PDUDecodeError",
     "PoolClosed",
     "PoolStatistics",
@@ -72,11 +85,14 @@ __all__ = [
     "Status",
     "StatusCategory",
     "StoreRequest",
+    "StoredInstance",
     "TLSError",
     "Timeouts",
     "UserIdentity",
     "__version__",
     "contexts",
+    "is_valid_uid",
+    "sop_classes",
     "tls",
     "validate_ae_title",
 ]

@@ -98,6 +98,7 @@ from aionetdicom.errors import (
     ProtocolError,
 )
 from aionetdicom.handlers import HandlerRegistry, Service
+from aionetdicom.observe import Observer
 from aionetdicom.pdu.constants import (
     AbortSource,
     PresentationRejectReason,
@@ -461,6 +462,9 @@ class AE:
         #: for a SOP class we accepted; None (or no hook) sends no reply item, which
         #: tells the requestor none of the options is supported.
         self.extended_negotiation_handler: ExtendedNegotiationHandler | None = None
+        #: Metrics hooks told about every association of this AE (see
+        #: :mod:`aionetdicom.observe`); add with :meth:`add_observer`.
+        self.observers: list[Observer] = []
         #: Peers this AE may open associations to on its own (C-MOVE destinations,
         #: storage commitment reports): AE title -> (host, port), or (host, port,
         #: ssl_context) for a peer reached over TLS. Never taken from a request alone.
@@ -616,6 +620,11 @@ class AE:
         notifier = _Notifier(handlers, self.handler_timeout, assoc.log)
         assoc._notifier = notifier
         return notifier
+
+    def add_observer(self, observer: Observer) -> Observer:
+        """Report associations and operations from now on to ``observer`` (returned)."""
+        self.observers.append(observer)
+        return observer
 
     def on_extended_negotiation(self, handler: _F) -> _F:
         """Decorator: ``handler(sop_class_uid, information) -> reply bytes | None``."""

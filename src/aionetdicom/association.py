@@ -37,7 +37,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import anyio
 from anyio.abc import ByteStream
@@ -69,12 +69,14 @@ from aionetdicom.errors import (
     ProtocolError,
 )
 from aionetdicom.handlers import Service
+from aionetdicom.observe import Observer, OperationRecord, notify
 from aionetdicom.pdu.constants import AbortReason, AbortSource
 from aionetdicom.pdu.pdus import AAssociateAC, AAssociateRQ, Buffer
 from aionetdicom.services.normalized import NormalizedOperations
 from aionetdicom.services.query_retrieve import QueryRetrieveOperations
 from aionetdicom.services.status_rules import FAILURE_FOR
 from aionetdicom.services.storage import StorageOperations
+from aionetdicom.socket_stream import SocketStream
 from aionetdicom.tls import TLSInfo
 from aionetdicom.transport import RECEIVE_SIZE, peer_address, tls_info
 from aionetdicom.ul import events as ul
@@ -94,6 +96,13 @@ _CANCELLABLE = frozenset({CommandField.C_FIND_RQ, CommandField.C_GET_RQ, Command
 #: PDUs of one message are written together up to about this many bytes: fewer
 #: system calls, while memory stays bounded for large datasets.
 WRITE_COALESCE_BYTES = 4 * 1024 * 1024
+#: ... or up to this many PDUs, so that a peer announcing a tiny maximum PDU length
+#: cannot make us hold millions of small buffers before a write.
+WRITE_COALESCE_PDUS = 1024
+#: While part of a PDU or of a DIMSE message has arrived, the network timeout starts
+#: over only once this many more bytes came in: a peer trickling a byte at a time
+#: (slowloris) is cut off after the network timeout, a slow but working link is not.
+MIN_PROGRESS_BYTES = 64 * 1024
 
 #: A service for requests received on an association: (association, message) -> None.
 #: A handler function may carry an ``accepts_stream(assoc, command) -> bool`` attribute:
@@ -279,8 +288,9 @@ class Timeouts:
     """Seconds to wait, None meaning forever.
 
     ``acse``: association negotiation, release, and ARTIM; ``dimse``: each DIMSE
-    response; ``network``: silence on an established association; ``connect``: the
-    TCP connection.
+    response; ``network``: silence on an established association (idle from when the
+    last operation ended), and the longest stall in the middle of a PDU or message
+    (see :data:`MIN_PROGRESS_BYTES`); ``connect``: the TCP connection.
     """
 
     acse: float | None = 30.0
@@ -315,9 +325,21 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         self._send_buffers: Callable[[Sequence[Buffer]], Awaitable[None]] | None = getattr(
             stream, "send_buffers", None
         )
+        # Bare-socket streams take their timeouts themselves, armed only while they
+        # wait: no cancel scope per read or write.
+        self._timed_io = isinstance(stream, SocketStream)
         self._conn = connection
         self.timeouts = timeouts
         self._send_cap = send_cap
+        #: Bytes received from and sent to the peer on this association's connection.
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self._observers: tuple[Observer, ...] = tuple(getattr(ae, "observers", ()))
+        self._opened = False
+        # Operations in flight for the observers: message ID -> (command field, SOP
+        # class, start time), ours (requests we sent) and theirs (requests we serve).
+        self._ours: dict[int, tuple[int, str, float]] = {}
+        self._theirs: dict[int, tuple[int, str, float]] = {}
         self._send_lock = anyio.Lock()
         self._assembler = MessageAssembler(
             stream_dataset=self._wants_stream,
@@ -329,11 +351,19 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         self._waiters: dict[int, MemoryObjectSendStream[AssembledMessage]] = {}
         self._abandoned: dict[int, Callable[[], None] | None] = {}
         self._invoke_slots: anyio.Semaphore | None = anyio.Semaphore(1)
+        self._window = (1, 1)
         # Requests of the peer we serve at once: the window we accepted to perform.
         self._perform_slots = anyio.Semaphore(1)
         self._slot_holders: set[int] = set()
         self._owed_responses = 0
         self._last_received = 0.0
+        # When the last request served or operation awaited finished: the network
+        # timeout counts idleness from then, not from before the work.
+        self._work_ended_at = -math.inf
+        # Time spent waiting for the rest of a PDU or message, and the bytes received
+        # meanwhile (see MIN_PROGRESS_BYTES).
+        self._stalled = 0.0
+        self._progress = 0
         self._message_ids = itertools.count(1)
         self._failure: DicomNetworkError | None = None
         self._closed = anyio.Event()
@@ -418,6 +448,19 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         return tuple(c for c in self.contexts if c.accepted)
 
     @property
+    def operations_window(self) -> tuple[int, int]:
+        """(our requests outstanding at once, the peer's requests we perform at once)
+        as negotiated: (1, 1) unless both sides agreed to more."""
+        return self._window
+
+    @property
+    def outstanding_operations(self) -> int:
+        """Our requests waiting for their turn in the window or for their final
+        response (a C-GET counts until its sub-operations are done)."""
+        requests = set(self._waiters) | set(self._abandoned) | self._slot_holders
+        return len(requests) + (1 if self._running_get is not None and not requests else 0)
+
+    @property
     def tls(self) -> TLSInfo | None:
         """The TLS version, cipher and peer certificate, or None on plain TCP."""
         return tls_info(self._stream)
@@ -481,6 +524,12 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
             if self._ended or not self._requested:
                 return
             self._ended = True
+        if self._observers:
+            if kind == "accepted":
+                self._opened = True
+                notify(self._observers, "association_opened", self)
+            elif kind in ("released", "aborted") and self._opened:
+                notify(self._observers, "association_closed", self, error)
         if self._notifier is not None:
             self._notifier.emit(AssociationEvent(kind, self, initiator, error))
 
@@ -506,45 +555,87 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
                 f"{self._conn.state.description})"
             )
 
+    def _mid_message(self) -> bool:
+        """True while part of a PDU or of a DIMSE message has arrived: the peer owes us
+        the rest, so waiting for it is a stall, not idleness."""
+        return self._conn.in_pdu or self._assembler.in_progress
+
     async def _receive_events(self) -> list[ul.ULEvent]:
-        """Read once (honouring ARTIM and the network timeout) and return UL events."""
+        """Read once (honouring ARTIM and the network timeout) and return UL events.
+
+        Between messages the network timeout starts over with every read. In the
+        middle of a PDU or message it is a budget for the whole wait, renewed only by
+        :data:`MIN_PROGRESS_BYTES` of progress, so that a trickling peer is cut off.
+        """
         conn = self._conn
         timeout = self.timeouts.acse if conn.artim_running else self.timeouts.network
+        stalling = not conn.artim_running and timeout is not None and self._mid_message()
+        if not stalling:
+            self._stalled = 0.0
+            self._progress = 0
+        limit = math.inf if timeout is None else timeout
+        if stalling:
+            limit = max(0.0, limit - self._stalled)
         data: bytes | None = None
         filled = 0
-        with anyio.move_on_after(math.inf if timeout is None else timeout) as scope:
-            try:
-                into = conn.receive_buffer() if self._receive_into is not None else None
-                if into is not None:
-                    assert self._receive_into is not None
-                    # The rest of a PDU body: read it where the PDU will be decoded.
-                    filled = await self._receive_into(into)
-                    if not filled:
-                        raise anyio.EndOfStream
-                else:
-                    data = await self._stream.receive(RECEIVE_SIZE)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                data = None
-                filled = 0
-        if scope.cancelled_caught:
+        timed_out = False
+        started = anyio.current_time()
+        try:
+            into = conn.receive_buffer() if self._receive_into is not None else None
+            if into is not None and self._timed_io:
+                # The rest of a PDU body: read it where the PDU will be decoded.
+                stream = cast(SocketStream, self._stream)
+                filled = await stream.receive_into(
+                    into, timeout=None if limit == math.inf else limit
+                )
+            else:
+                with anyio.fail_after(limit):
+                    if into is not None:
+                        assert self._receive_into is not None
+                        filled = await self._receive_into(into)
+                    else:
+                        data = await self._stream.receive(RECEIVE_SIZE)
+            if into is not None and not filled:
+                raise anyio.EndOfStream
+        except TimeoutError:
+            timed_out = True
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            data = None
+            filled = 0
+        now = anyio.current_time()
+        received = filled or (len(data) if data else 0)
+        if received:
+            self.bytes_received += received
+            if self._observers:
+                notify(self._observers, "bytes_received", self, received)
+        if stalling:
+            self._stalled += now - started
+            self._progress += filled or len(data or b"")
+            if self._progress >= MIN_PROGRESS_BYTES:
+                self._stalled = 0.0
+                self._progress = 0
+        if timed_out:
             if conn.artim_running:
                 events = conn.artim_expired()
-            elif not conn.in_pdu and (self._owed_responses or self._waiters):
+            elif not stalling and (
+                self._owed_responses or self._waiters or self._work_ended_at + limit > now
+            ):
                 # Quiet, but not idle: we are still working on the peer's request (a
                 # long C-MOVE), or waiting for its response, which the DIMSE and
-                # handler timeouts bound. The network timeout is for idle links.
+                # handler timeouts bound, or only just finished. The network timeout
+                # is for idle links.
                 return []
             else:
-                where = "in the middle of a PDU" if conn.in_pdu else "while idle"
+                where = "in the middle of a PDU or message" if stalling else "while idle"
                 self._fail(NetworkTimeout(f"no data from the peer for {timeout} s {where}"))
                 events = conn.abort(AbortSource.SERVICE_PROVIDER, AbortReason.NOT_SPECIFIED)
         elif filled:
-            self._last_received = anyio.current_time()
+            self._last_received = now
             events = conn.received_into(filled)
         elif data is None:
             events = conn.receive_eof()
         else:
-            self._last_received = anyio.current_time()
+            self._last_received = now
             events = conn.receive_data(data)
         for event in events:
             if isinstance(event, ul.Aborted):
@@ -576,12 +667,21 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         if not data:
             return
         timeout = self.timeouts.network
+        size = sum(map(len, data))
+        self.bytes_sent += size
+        if self._observers:
+            notify(self._observers, "bytes_sent", self, size)
         try:
-            with anyio.fail_after(math.inf if timeout is None else timeout):
-                if self._send_buffers is not None:
-                    await self._send_buffers(data)  # scatter/gather: no joined copy
-                else:
-                    await self._stream.send(bytes(data[0]) if len(data) == 1 else b"".join(data))
+            if self._timed_io:
+                stream = cast(SocketStream, self._stream)
+                await stream.send_buffers(data, timeout=timeout)  # scatter/gather, no copy
+            else:
+                with anyio.fail_after(math.inf if timeout is None else timeout):
+                    if self._send_buffers is not None:
+                        await self._send_buffers(data)
+                    else:
+                        joined = bytes(data[0]) if len(data) == 1 else b"".join(data)
+                        await self._stream.send(joined)
         except TimeoutError:
             self._fail(NetworkTimeout(f"the peer did not read what we sent for {timeout} s"))
             await self._close_stream()
@@ -612,6 +712,9 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
             self._note_end("aborted", "peer", ConnectionClosed("the connection was closed"))
         assert self._end is not None
         kind, initiator = self._end
+        for table, role in ((self._ours, "SCU"), (self._theirs, "SCP")):
+            for message_id in list(table):
+                self._operation_done(table, message_id, role, None, "association ended")  # type: ignore[arg-type]
         self._notify(kind, initiator, self._end_error)
         for waiter in self._waiters.values():
             waiter.close()
@@ -670,6 +773,8 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
                     self._incoming = DatasetStream(self.stream_buffer)
                     message = replace(message, stream=self._incoming)
                 await self._on_message(message)
+                if self.abort_reason is not None:
+                    return  # the message aborted the association: ignore the rest
         elif isinstance(event, ul.ReleaseRequested):
             if event.collision:
                 self._note_end("released", "local")
@@ -731,12 +836,22 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
             self._protocol_abort(ProtocolError("received a DIMSE command without CommandField"))
             await self._flush()
             return
+        if self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug(
+                "association #%d: received %s on context %d%s",
+                self.id,
+                _summary(command),
+                message.context_id,
+                " (data set streamed)" if message.streamed else "",
+            )
         if is_response(field):
             for answering in self._answering.values():
                 answering.progressed()  # e.g. a C-GET SCP's sub-operation was answered
             responded_to = command.get("MessageIDBeingRespondedTo")
+            if self._ours and command.get("Status") not in _PENDING:
+                self._operation_done(self._ours, responded_to, "SCU", command.get("Status"))
             if responded_to in self._abandoned:
-                if command.get("Status") not in _PENDING:
+                if command.get("Status") not in _PENDING:  # (recorded above)
                     self._release_slot(responded_to)
                     finished = self._abandoned.pop(responded_to)
                     if finished is not None:
@@ -755,6 +870,14 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
                 waiter.send_nowait(message)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 self._waiters.pop(responded_to, None)  # type: ignore[arg-type]
+            return
+        if field != CommandField.C_CANCEL_RQ and not isinstance(command.get("MessageID"), int):
+            # PS3.7: the response carries the request's Message ID; without one the
+            # request cannot be answered (DCMTK aborts too).
+            self._protocol_abort(
+                ProtocolError(f"received a {_field_name(field)} without a Message ID")
+            )
+            await self._flush()
             return
         if field == CommandField.C_CANCEL_RQ:
             cancelled = command.get("MessageIDBeingRespondedTo")
@@ -789,6 +912,8 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         tracked = isinstance(message_id, int) and message_id not in self._answering
         if tracked:
             self._answering[message_id] = answering  # type: ignore[index]
+            if self._observers and isinstance(field, int):
+                self._theirs[message_id] = (field, _sop_class(command), anyio.current_time())  # type: ignore[index]
         self._owed_responses += 1
         what = _field_name(field) if isinstance(field, int) else "request"
         comment = ""
@@ -847,8 +972,13 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
                 assert slot is not None
                 slot.release()
             self._owed_responses -= 1
+            self._work_ended_at = anyio.current_time()
             if tracked:
                 self._answering.pop(message_id, None)  # type: ignore[arg-type]
+                if self._theirs:
+                    self._operation_done(
+                        self._theirs, message_id, "SCP", None, "no final response sent"
+                    )
 
     async def _send_failure(
         self, message: AssembledMessage, service: Service, comment: str
@@ -879,9 +1009,12 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
     # ------------------------------------------------------------------ sending
 
     def _forget_waiter(self, message_id: int) -> None:
+        if self._ours and message_id not in self._abandoned:
+            self._operation_done(self._ours, message_id, "SCU", None, "no final response")
         waiter = self._waiters.pop(message_id, None)
         if waiter is not None:
             waiter.close()
+            self._work_ended_at = anyio.current_time()
         self._release_slot(message_id)
 
     def _cancel_abandoned(
@@ -926,18 +1059,29 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         encoded = encode_command(command)
         if self._answering:
             self._note_response(command)
+        if self._observers:
+            self._note_request_sent(command)
+        if self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug(
+                "association #%d: sending %s on context %d (%d data set bytes)",
+                self.id,
+                _summary(command),
+                context_id,
+                0 if dataset is None else len(dataset),
+            )
         async with self._send_lock:
             started = False
             try:
-                buffered = 0
+                buffered = pdus = 0
                 for chunks in pack_message(context_id, encoded, dataset, self.send_max_pdu):
                     self._check_usable()
                     self._conn.send_encoded_pdata(chunks)
                     buffered += self.send_max_pdu
-                    if buffered >= WRITE_COALESCE_BYTES:
+                    pdus += 1
+                    if buffered >= WRITE_COALESCE_BYTES or pdus >= WRITE_COALESCE_PDUS:
                         started = True
                         await self._write_pending()
-                        buffered = 0
+                        buffered = pdus = 0
                 started = True
                 await self._write_pending()
             except BaseException:
@@ -979,16 +1123,19 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
             started = False
             buffered = 0
 
+            queued = 0
+
             async def send(pdus: Iterable[list[Buffer]]) -> None:
-                nonlocal started, buffered
+                nonlocal started, buffered, queued
                 for pdu in pdus:
                     self._check_usable()
                     self._conn.send_encoded_pdata(pdu)
                     buffered += sum(len(part) for part in pdu)
-                    if buffered >= WRITE_COALESCE_BYTES:
+                    queued += 1
+                    if buffered >= WRITE_COALESCE_BYTES or queued >= WRITE_COALESCE_PDUS:
                         started = True
                         await self._write_pending()
-                        buffered = 0
+                        buffered = queued = 0
 
             try:
                 await send(packer.command(encoded))
@@ -1029,6 +1176,44 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
             answering.progressed()
         else:
             answering.finished()
+            if self._theirs:
+                responded_to = command.get("MessageIDBeingRespondedTo")
+                self._operation_done(self._theirs, responded_to, "SCP", command.get("Status"))
+
+    def _note_request_sent(self, command: Command) -> None:
+        """Start timing one of our requests for the observers."""
+        field = command.get("CommandField")
+        message_id = command.get("MessageID")
+        if (
+            isinstance(field, int)
+            and isinstance(message_id, int)
+            and not is_response(field)
+            and field != CommandField.C_CANCEL_RQ
+        ):
+            self._ours[message_id] = (field, _sop_class(command), anyio.current_time())
+
+    def _operation_done(
+        self,
+        table: dict[int, tuple[int, str, float]],
+        message_id: object,
+        role: Literal["SCU", "SCP"],
+        status: object,
+        error: str | None = None,
+    ) -> None:
+        """Tell the observers an operation ended (once; unknown IDs are ignored)."""
+        entry = table.pop(message_id, None) if isinstance(message_id, int) else None
+        if entry is None:
+            return
+        field, sop_class, started = entry
+        record = OperationRecord(
+            service=_field_name(field).removesuffix("_RQ").replace("_", "-"),
+            role=role,
+            sop_class_uid=sop_class,
+            status=status if isinstance(status, int) else None,
+            duration=anyio.current_time() - started,
+            error=error,
+        )
+        notify(self._observers, "operation_finished", self, record)
 
     def set_operations_window(self, maximum_invoked: int, maximum_performed: int = 1) -> None:
         """Allow ``maximum_invoked`` outstanding requests of ours (others queue) and serve
@@ -1039,6 +1224,10 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         """
         self._invoke_slots = anyio.Semaphore(maximum_invoked or OPERATIONS_WINDOW_CAP)
         self._perform_slots = anyio.Semaphore(maximum_performed or OPERATIONS_WINDOW_CAP)
+        self._window = (
+            maximum_invoked or OPERATIONS_WINDOW_CAP,
+            maximum_performed or OPERATIONS_WINDOW_CAP,
+        )
 
     async def _register_waiter(
         self, message_id: int
@@ -1194,6 +1383,24 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
     async def wait_closed(self) -> None:
         """Wait until the transport connection is closed."""
         await self._closed.wait()
+
+
+def _sop_class(command: Command) -> str:
+    value = command.get("AffectedSOPClassUID") or command.get("RequestedSOPClassUID")
+    return value if isinstance(value, str) else ""
+
+
+def _summary(command: Command) -> str:
+    """``C-STORE-RQ (message 3, 1.2.840...)`` or ``C-FIND-RSP (to 3, status 0xFF00)``."""
+    field = command.get("CommandField")
+    name = _field_name(field).replace("_", "-") if isinstance(field, int) else "command"
+    if isinstance(field, int) and is_response(field):
+        status = command.get("Status")
+        shown = f"0x{status:04X}" if isinstance(status, int) else "?"
+        responded_to = command.get("MessageIDBeingRespondedTo")
+        return f"{name} (to {responded_to!s}, status {shown})"
+    message_id = command.get("MessageID")
+    return f"{name} (message {message_id!s}, {_sop_class(command) or '-'})"
 
 
 def _field_name(field: int) -> str:

@@ -100,7 +100,6 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from aionetdicom import sop_classes
-from aionetdicom.acse.acceptor import OPERATIONS_WINDOW_CAP, effective_window
 from aionetdicom.acse.contexts import VERIFICATION, VERIFICATION_SOP_CLASS, PresentationContext
 from aionetdicom.acse.requestor import propose
 from aionetdicom.acse.user_identity import UserIdentity
@@ -259,12 +258,9 @@ def _outstanding(assoc: Association) -> bool:
     """True while a request of ours on ``assoc`` waits for its turn or its responses.
 
     (A request cut short while being sent aborts the association, so what was sent is
-    either whole or the association is gone.) Reads the association's private
-    bookkeeping: Association has no public view of its outstanding operations yet.
+    either whole or the association is gone.)
     """
-    return bool(
-        assoc._waiters or assoc._abandoned or assoc._slot_holders or assoc._running_get is not None
-    )
+    return assoc.outstanding_operations > 0
 
 
 def _fatal(error: BaseException | None) -> bool:
@@ -284,14 +280,10 @@ def _accepts_verification(assoc: Association) -> bool:
 
 def _window_capacity(assoc: Association, wanted: int) -> int:
     """How many leases may share ``assoc``: ``wanted``, capped by the accepted window."""
-    if wanted <= 1 or assoc.request is None or assoc.response is None:
+    if wanted <= 1:
         return 1
-    may_invoke, _ = effective_window(
-        assoc.request.user_information.asynchronous_operations_window,
-        assoc.response.user_information.asynchronous_operations_window,
-        requestor=True,
-    )
-    return max(1, min(wanted, may_invoke or OPERATIONS_WINDOW_CAP))
+    may_invoke, _ = assoc.operations_window
+    return max(1, min(wanted, may_invoke))
 
 
 class AssociationPool:

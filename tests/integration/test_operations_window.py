@@ -150,8 +150,10 @@ async def test_window_8_runs_8_stores_at_once() -> None:
         assert response.user_information.asynchronous_operations_window == (
             AsynchronousOperationsWindow(COUNT, 1)
         )
+        assert assoc.operations_window == (COUNT, 1)  # we invoke 8, we perform 1
         results = await store_all(assoc, datasets)
         assert (await assoc.echo()).is_success
+        assert assoc.outstanding_operations == 0
     assert tracker.maximum == COUNT
     assert tracker.all_arrived.is_set()
     assert sorted(tracker.seen) == sorted(statuses)
@@ -167,6 +169,7 @@ async def test_default_window_queues_transparently() -> None:
         response = assoc.response
         assert response is not None
         assert response.user_information.asynchronous_operations_window is None
+        assert assoc.operations_window == (1, 1)
         results = await store_all(assoc, datasets)
     assert tracker.maximum == 1
     assert sorted(tracker.seen) == sorted(statuses)
