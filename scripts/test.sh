@@ -19,7 +19,7 @@ fi
 
 echo "== installing aionetdicom with its test extra"
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
-python3 -c "import aionetdicom, pytest, hypothesis, trio, pynetdicom, sqlalchemy, aiosqlite, asyncpg, trustme" >/dev/null
+python3 -c "import aionetdicom, pytest, hypothesis, trio, pynetdicom, sqlalchemy, aiosqlite, asyncpg, trustme, fastapi, uvicorn, httpx, aiohttp" >/dev/null
 
 echo "== ruff"
 python3 -m ruff check .
@@ -27,6 +27,10 @@ python3 -m ruff format --check .
 
 echo "== mypy --strict src/"
 python3 -m mypy --strict src/aionetdicom
+
+echo "== docs (Sphinx; warnings are errors)"
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -r docs/requirements.txt
+python3 -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
 echo "== pytest"
 python3 -m pytest -q -p no:cacheprovider "$@"

@@ -29,7 +29,7 @@ The command builders (:func:`n_get_request` … :func:`n_response`) are pure fun
 that validate their input and build the command set without any I/O.
 
 SCP: :func:`n_service` turns ``handler(request: NRequest) -> status | (status, dataset)``
-into a request handler for ``AE.handle_dimse`` that answers with the matching N-*-RSP;
+into a request handler for ``AE.handle_dimse`` that answers with the matching ``N-*-RSP``;
 :mod:`aionetdicom.services.normalized_scp` finds handlers per SOP class in the AE's
 handler registry and adds the service-class helpers (storage commitment, …).
 """
@@ -319,7 +319,7 @@ def n_response(
     sop_instance_uid: str | None = None,
     has_dataset: bool = False,
 ) -> Command:
-    """The N-*-RSP answering ``request`` (PS3.7 10.3), with ``status``.
+    """The ``N-*-RSP`` answering ``request`` (PS3.7 10.3), with ``status``.
 
     Affected SOP Class/Instance UID default to those the request names; Event Type ID
     and Action Type ID are echoed from the request when it has them.
@@ -614,7 +614,7 @@ class NRequest:
 
     @classmethod
     def from_message(cls: type[_R], assoc: Association, message: AssembledMessage) -> _R:
-        """Wrap a received N-*-RQ message."""
+        """Wrap a received ``N-*-RQ`` message."""
         context = _context_of(assoc, message.context_id)
         sop_class, instance = _request_uids(message.command)
         assigned = False
@@ -730,7 +730,7 @@ def _check_result(result: object, *, creating: bool) -> tuple[int, Dataset | Non
 async def answer_request(
     handler: Callable[[Any], Awaitable[HandlerResult]], request: NRequest
 ) -> None:
-    """Run ``handler(request)`` and send the N-*-RSP with what it returned.
+    """Run ``handler(request)`` and send the ``N-*-RSP`` with what it returned.
 
     The status goes through :func:`checked_status` (a status the service does not
     allow becomes 0x0110 Processing failure); a handler that raises or returns
@@ -804,7 +804,7 @@ def n_service(handler: NHandler) -> RequestHandler:
 
     ``handler(request: NRequest)`` returns a status, or (status, data set), or for
     N-CREATE (status, data set, created instance UID); the service answers with the
-    matching N-*-RSP (see :func:`answer_request`). Most applications register handlers
+    matching ``N-*-RSP`` (see :func:`answer_request`). Most applications register handlers
     per SOP class in the AE's handler registry instead, served by
     :func:`aionetdicom.services.normalized_scp.serve_normalized`.
     """

@@ -1,10 +1,10 @@
-"""DIMSE-N as SCP: one service for every N-* request, handlers per SOP class, and helpers
+"""DIMSE-N as SCP: one service for every ``N-*`` request, handlers per SOP class, and helpers
 for the service classes built on DIMSE-N (PS3.4 J, F, CC, H, EE, DD, S, R, P).
 
 :func:`serve_normalized` is the AE's service for N-EVENT-REPORT, N-GET, N-SET,
 N-ACTION, N-CREATE and N-DELETE requests. It finds the application's handler in the
 AE's handler registry (``ae.handlers``) under the request's service and SOP class and
-sends the N-*-RSP with what the handler returns::
+sends the ``N-*-RSP`` with what the handler returns::
 
     async def get_printer(request: NRequest) -> HandlerResult:
         if request.sop_instance_uid != PRINTER_INSTANCE:
@@ -213,7 +213,7 @@ async def serve_normalized(assoc: Association, message: AssembledMessage) -> Non
     """The AE's service for every DIMSE-N request: find the handler, send its answer.
 
     For ``AE.handle_dimse(CommandField.N_GET_RQ, serve_normalized)`` and the other five
-    N-* request command fields; see the module documentation for the rules.
+    ``N-*`` request command fields; see the module documentation for the rules.
     """
     field = message.command.get("CommandField")
     service = Service.for_request(field) if isinstance(field, int) else None
