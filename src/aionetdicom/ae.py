@@ -100,7 +100,6 @@ from aionetdicom.errors import (
 from aionetdicom.handlers import HandlerRegistry, Service
 from aionetdicom.observe import Observer
 from aionetdicom.pdu.constants import (
-    AbortSource,
     PresentationRejectReason,
     RejectResult,
     RejectSource,
@@ -233,6 +232,12 @@ async def _answer_unrecognized(assoc: Association, message: AssembledMessage) ->
             Status=0x0211,
         )
         await assoc.send_message(message.context_id, response)
+        return
+    # No DIMSE message answers an unknown command field: without an A-ABORT the peer
+    # would wait for its DIMSE timeout.
+    shown = f"0x{field:04X}" if isinstance(field, int) else repr(field)
+    assoc._protocol_abort(ProtocolError(f"unrecognized DIMSE command field {shown}"))
+    await assoc._flush()
 
 
 def _default_services() -> dict[int, RequestHandler]:
@@ -809,7 +814,11 @@ class AE:
         try:
             assoc.contexts = interpret_acceptance(request, response)
         except ProtocolError as exc:
-            await assoc._abort_with(AssociationAborted(AbortSource.SERVICE_PROVIDER, 6, str(exc)))
+            # The wire A-ABORT says what the exception says (provider, the error's reason).
+            with anyio.CancelScope(shield=True):
+                assoc._protocol_abort(exc)
+                await assoc._flush()
+                await assoc._close_stream()
             raise
         assoc.send_max_pdu = negotiated_maximum_length(
             response.user_information.maximum_length, DEFAULT_SEND_CAP

@@ -8,9 +8,10 @@ Limits, all enforced without ever raising into the accept loop:
   soon as one of them has been read, and the others wait in the kernel's backlog
   instead of being turned away. If no place frees in that time the pending ones are
   stuck (silent or very slow peers, each closed by ARTIM, the ACSE timeout, in the
-  end), and every further connection is closed as soon as it is accepted (logged at
-  debug) until a place frees: silent connections cannot use up file descriptors and
-  memory.
+  end): each further connection then takes the place of the oldest pending one if that
+  one has been pending for :data:`PENDING_CAP_WAIT` seconds or more (it is closed), and
+  is closed itself otherwise. A flood of silent connections thus cannot use up file
+  descriptors or memory, nor keep a real client out for an ARTIM period.
 * ``AE.maximum_associations``: associations accepted and not yet ended. The place is
   taken when the A-ASSOCIATE-AC is decided, so associations negotiating at the same
   time cannot overshoot; one more is rejected (transient, local limit exceeded).
@@ -26,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING
 
@@ -79,7 +80,9 @@ class Server:
         self.associations: set[Association] = set()
         self._admitted: set[Association] = set()
         self._pending = 0
-        self._pending_associations: set[Association] = set()
+        # Pending associations, oldest first: their "no longer pending" callback and
+        # when they were accepted.
+        self._pending_associations: dict[Association, tuple[Callable[[], None], float]] = {}
         self._pending_freed = anyio.Event()
         self._shedding = False  # at the limit for longer than PENDING_CAP_WAIT
         self._notifiers = 0
@@ -91,6 +94,8 @@ class Server:
         self._drained = anyio.Event()
         #: Connections closed at once because ``maximum_pending_connections`` was reached.
         self.refused_connections = 0
+        #: Pending connections closed to make room for a new one (see the module notes).
+        self.evicted_connections = 0
         #: Connections closed at once because their address is not allowed.
         self.refused_addresses = 0
 
@@ -200,7 +205,7 @@ class Server:
                     continue
                 if not self._address_allowed(stream):
                     continue
-                if self._pending >= self.ae.maximum_pending_connections:
+                if self._pending >= self.ae.maximum_pending_connections and not self._evict():
                     self.refused_connections += 1
                     logger.debug(
                         "%d connections have not sent an A-ASSOCIATE-RQ yet "
@@ -212,6 +217,29 @@ class Server:
                     continue
                 self._pending += 1
                 self._task_group.start_soon(self._handle, stream)
+
+    def _evict(self) -> bool:
+        """Make room by closing the oldest pending connection, if it has been pending
+        for at least :data:`PENDING_CAP_WAIT` seconds (a client sends its A-ASSOCIATE-RQ
+        within milliseconds; one still silent or trickling after that is stuck or
+        hostile). True when a place was freed."""
+        oldest = next(iter(self._pending_associations.items()), None)
+        if oldest is None:
+            return False
+        assoc, (identified, since) = oldest
+        if anyio.current_time() - since < PENDING_CAP_WAIT:
+            return False
+        identified()  # no longer counts as pending: the new connection takes its place
+        self._shedding = True  # still at the limit: no pause before the next accept
+        self.evicted_connections += 1
+        logger.debug(
+            "closing the connection from %s:%d, pending for %.1f s, to make room",
+            *assoc.peer_address,
+            anyio.current_time() - since,
+        )
+        assert self._task_group is not None
+        self._task_group.start_soon(assoc._close_stream)
+        return True
 
     def _address_allowed(self, stream: ByteStream) -> bool:
         """False (the connection closed at once, logged) for a peer outside
@@ -235,7 +263,7 @@ class Server:
             if pending:
                 pending = False
                 self._pending_done()
-                self._pending_associations.discard(assoc)
+                self._pending_associations.pop(assoc, None)
 
         ae = self.ae
         if self.ssl_context is not None:
@@ -266,7 +294,7 @@ class Server:
             await _close_at_once(stream)
             raise
         self.associations.add(assoc)
-        self._pending_associations.add(assoc)
+        self._pending_associations[assoc] = (identified, anyio.current_time())
         notifier = ae._make_notifier(assoc)
         if notifier is not None and self._task_group is not None:
             self._notifiers += 1
