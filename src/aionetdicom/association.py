@@ -582,12 +582,14 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         started = anyio.current_time()
         try:
             into = conn.receive_buffer() if self._receive_into is not None else None
-            if into is not None and self._timed_io:
-                # The rest of a PDU body: read it where the PDU will be decoded.
+            if self._timed_io:
                 stream = cast(SocketStream, self._stream)
-                filled = await stream.receive_into(
-                    into, timeout=None if limit == math.inf else limit
-                )
+                wait = None if limit == math.inf else limit
+                if into is not None:
+                    # The rest of a PDU body: read it where the PDU will be decoded.
+                    filled = await stream.receive_into(into, timeout=wait)
+                else:
+                    data = await stream.receive(RECEIVE_SIZE, timeout=wait)
             else:
                 with anyio.fail_after(limit):
                     if into is not None:

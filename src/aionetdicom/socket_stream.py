@@ -173,12 +173,13 @@ class SocketStream(ByteStream):
             return anyio.ClosedResourceError()
         return anyio.BrokenResourceError(f"socket error: {exc}")
 
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        """Up to ``max_bytes`` bytes; :exc:`anyio.EndOfStream` once the peer sent EOF."""
+    async def receive(self, max_bytes: int = 65536, *, timeout: float | None = None) -> bytes:
+        """Up to ``max_bytes`` bytes; :exc:`anyio.EndOfStream` once the peer sent EOF,
+        TimeoutError when nothing arrived within ``timeout`` seconds of waiting."""
         if max_bytes < 1:
             raise ValueError("max_bytes must be at least 1")
         sock = self._sock
-        return await self._read(lambda: sock.recv(max_bytes))
+        return await self._read(lambda: sock.recv(max_bytes), timeout=timeout)
 
     async def receive_into(
         self, buffer: memoryview | bytearray, *, timeout: float | None = None
