@@ -67,6 +67,19 @@ def test_malformed_destination(tmp_path: Path, text: str) -> None:
         settings(tmp_path, "0", "-od", str(tmp_path), "--destination", text)
 
 
+def test_port_from_the_command_line_the_config_or_the_default(tmp_path: Path) -> None:
+    config = tmp_path / "port.toml"
+    config.write_text("port = 4242\n")
+    od = ["-od", str(tmp_path)]
+    assert settings(tmp_path, *od).port == 11112  # type: ignore[attr-defined]
+    assert settings(tmp_path, *od, "--config", str(config)).port == 4242  # type: ignore[attr-defined]
+    assert settings(tmp_path, "104", *od, "--config", str(config)).port == 104  # type: ignore[attr-defined]
+    assert settings(tmp_path, "0", *od, "--config", str(config)).port == 0  # type: ignore[attr-defined]
+    config.write_text("port = 70000\n")
+    with pytest.raises(common.AppError, match="port"):
+        settings(tmp_path, *od, "--config", str(config))
+
+
 def test_allowed_peers_setting(tmp_path: Path) -> None:
     config = tmp_path / "peers.toml"
     config.write_text('allowed_peers = ["10.0.0.0/8", "::1"]\n')

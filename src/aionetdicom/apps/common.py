@@ -323,10 +323,23 @@ def add_scu_network_options(
 
 
 def add_scp_network_options(
-    parser: argparse.ArgumentParser, *, ae_title_default: str
+    parser: argparse.ArgumentParser, *, ae_title_default: str, port_default: int | None = None
 ) -> argparse._ArgumentGroup:
-    """Listening port and addresses, AE title checks, limits, timeouts and PDU size."""
-    parser.add_argument("port", type=port_number, help="TCP port to listen on (0: any free one)")
+    """Listening port and addresses, AE title checks, limits, timeouts and PDU size
+    (with ``port_default`` the port may be left out)."""
+    if port_default is None:
+        parser.add_argument(
+            "port", type=port_number, help="TCP port to listen on (0: any free one)"
+        )
+    else:
+        parser.add_argument(
+            "port",
+            type=port_number,
+            nargs="?",
+            default=None,
+            help=f"TCP port to listen on (0: any free one; default: the config's, "
+            f"else {port_default})",
+        )
     group = parser.add_argument_group("network options")
     group.add_argument(
         "-aet",

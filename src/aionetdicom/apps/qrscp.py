@@ -74,6 +74,9 @@ else:  # pragma: no cover - Python 3.10
 
 DESCRIPTION = "qrscp: DICOM storage and query/retrieve SCP on an embedded index"
 
+#: The port qrscp listens on when neither the command line nor the config names one.
+DEFAULT_PORT = 11112
+
 SUCCESS = 0x0000
 #: C-STORE failure "Out of Resources" (PS3.4 B.2.3): the instance could not be indexed.
 OUT_OF_RESOURCES = 0xA700
@@ -117,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The qrscp command line."""
     parser = common.make_parser("qrscp", DESCRIPTION, plus_options=True)
     common.add_general_options(parser)
-    add_server_options(parser, ae_title_default="QRSCP")
+    add_server_options(parser, ae_title_default="QRSCP", port_default=DEFAULT_PORT)
     common.add_prefer_ts_options(parser, accept_all=True)
     archive = parser.add_argument_group("archive options")
     archive.add_argument(
@@ -237,8 +240,11 @@ def load_settings(args: argparse.Namespace) -> argparse.Namespace:
         raise common.AppError(f"unknown settings in {args.config}: {', '.join(sorted(unknown))}")
     if "ae_title" in config and args.ae_title == "QRSCP":
         args.ae_title = common.ae_title(str(config["ae_title"]))
-    if "port" in config and args.port == 0:
-        args.port = int(config["port"])
+    if args.port is None:
+        try:
+            args.port = common.port_number(str(config.get("port", DEFAULT_PORT)))
+        except argparse.ArgumentTypeError as exc:
+            raise common.AppError(f"port: {exc}") from exc
     if args.storage is None:
         args.storage = Path(config.get("storage", "qrscp-storage"))
     if args.allowed_peer is None and "allowed_peers" in config:

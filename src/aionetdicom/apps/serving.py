@@ -17,10 +17,12 @@ from aionetdicom.errors import DicomNetworkError
 
 
 def add_server_options(
-    parser: argparse.ArgumentParser, *, ae_title_default: str
+    parser: argparse.ArgumentParser, *, ae_title_default: str, port_default: int | None = None
 ) -> argparse._ArgumentGroup:
     """The SCP network options plus ``--max-runtime``, which :func:`serve_until_stopped` reads."""
-    network = common.add_scp_network_options(parser, ae_title_default=ae_title_default)
+    network = common.add_scp_network_options(
+        parser, ae_title_default=ae_title_default, port_default=port_default
+    )
     network.add_argument(
         "--max-runtime",
         type=common.timeout_seconds,
