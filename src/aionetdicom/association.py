@@ -340,7 +340,7 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         # class, start time), ours (requests we sent) and theirs (requests we serve).
         self._ours: dict[int, tuple[int, str, float]] = {}
         self._theirs: dict[int, tuple[int, str, float]] = {}
-        self._send_lock = anyio.Lock()
+        self._send_lock = anyio.Lock(fast_acquire=True)  # no yield when uncontended
         self._assembler = MessageAssembler(
             stream_dataset=self._wants_stream,
             max_dataset_length=getattr(ae, "maximum_dataset_size", None),
@@ -350,7 +350,7 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         self._incoming: DatasetStream | None = None
         self._waiters: dict[int, MemoryObjectSendStream[AssembledMessage]] = {}
         self._abandoned: dict[int, Callable[[], None] | None] = {}
-        self._invoke_slots: anyio.Semaphore | None = anyio.Semaphore(1)
+        self._invoke_slots: anyio.Semaphore | None = anyio.Semaphore(1, fast_acquire=True)
         self._window = (1, 1)
         # Requests of the peer we serve at once: the window we accepted to perform.
         self._perform_slots = anyio.Semaphore(1)
@@ -1224,7 +1224,9 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         0 means unlimited in the negotiation and here stands for
         :data:`~aionetdicom.acse.acceptor.OPERATIONS_WINDOW_CAP`.
         """
-        self._invoke_slots = anyio.Semaphore(maximum_invoked or OPERATIONS_WINDOW_CAP)
+        self._invoke_slots = anyio.Semaphore(
+            maximum_invoked or OPERATIONS_WINDOW_CAP, fast_acquire=True
+        )
         self._perform_slots = anyio.Semaphore(maximum_performed or OPERATIONS_WINDOW_CAP)
         self._window = (
             maximum_invoked or OPERATIONS_WINDOW_CAP,
