@@ -31,6 +31,7 @@ delays later notifications, never the protocol.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import math
@@ -335,6 +336,7 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         self.bytes_received = 0
         self.bytes_sent = 0
         self._observers: tuple[Observer, ...] = tuple(getattr(ae, "observers", ()))
+        self._clock: Callable[[], float] | None = None
         self._opened = False
         # Operations in flight for the observers: message ID -> (command field, SOP
         # class, start time), ours (requests we sent) and theirs (requests we serve).
@@ -402,6 +404,14 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         #: a C-CANCEL-RQ names it (created here, so a C-CANCEL right behind its request
         #: is not lost; the serving function removes it when done).
         self._cancel_requests: dict[int, anyio.Event] = {}
+
+    def _now(self) -> float:
+        """The event loop's clock (anyio.current_time), read without looking up the
+        async backend every time: the association reads it several times a message."""
+        clock = self._clock
+        if clock is None:
+            clock = self._clock = loop_clock()
+        return clock()
 
     # ------------------------------------------------------------------ information
 
@@ -579,7 +589,7 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         data: bytes | None = None
         filled = 0
         timed_out = False
-        started = anyio.current_time()
+        started = self._now()
         try:
             into = conn.receive_buffer() if self._receive_into is not None else None
             if self._timed_io:
@@ -604,7 +614,7 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
             data = None
             filled = 0
-        now = anyio.current_time()
+        now = self._now()
         received = filled or (len(data) if data else 0)
         if received:
             self.bytes_received += received
@@ -915,7 +925,7 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         if tracked:
             self._answering[message_id] = answering  # type: ignore[index]
             if self._observers and isinstance(field, int):
-                self._theirs[message_id] = (field, _sop_class(command), anyio.current_time())  # type: ignore[index]
+                self._theirs[message_id] = (field, _sop_class(command), self._now())  # type: ignore[index]
         self._owed_responses += 1
         what = _field_name(field) if isinstance(field, int) else "request"
         comment = ""
@@ -974,7 +984,7 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
                 assert slot is not None
                 slot.release()
             self._owed_responses -= 1
-            self._work_ended_at = anyio.current_time()
+            self._work_ended_at = self._now()
             if tracked:
                 self._answering.pop(message_id, None)  # type: ignore[arg-type]
                 if self._theirs:
@@ -1016,7 +1026,7 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         waiter = self._waiters.pop(message_id, None)
         if waiter is not None:
             waiter.close()
-            self._work_ended_at = anyio.current_time()
+            self._work_ended_at = self._now()
         self._release_slot(message_id)
 
     def _cancel_abandoned(
@@ -1192,7 +1202,7 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
             and not is_response(field)
             and field != CommandField.C_CANCEL_RQ
         ):
-            self._ours[message_id] = (field, _sop_class(command), anyio.current_time())
+            self._ours[message_id] = (field, _sop_class(command), self._now())
 
     def _operation_done(
         self,
@@ -1212,7 +1222,7 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
             role=role,
             sop_class_uid=sop_class,
             status=status if isinstance(status, int) else None,
-            duration=anyio.current_time() - started,
+            duration=self._now() - started,
             error=error,
         )
         notify(self._observers, "operation_finished", self, record)
@@ -1316,11 +1326,12 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         """
         if limit is None:
             return await responses.receive()
-        deadline = anyio.current_time() + limit
+        clock = self._now
+        deadline = clock() + limit
         while True:
-            with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+            with anyio.move_on_after(max(0.0, deadline - clock())):
                 return await responses.receive()
-            now = anyio.current_time()
+            now = clock()
             if self._owed_responses:
                 deadline = now + limit
             elif self._last_received + limit > now:
@@ -1387,6 +1398,16 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
     async def wait_closed(self) -> None:
         """Wait until the transport connection is closed."""
         await self._closed.wait()
+
+
+def loop_clock() -> Callable[[], float]:
+    """The running event loop's clock: on asyncio the loop's own ``time`` (what
+    ``anyio.current_time`` reads, minus its per-call backend detection), elsewhere
+    ``anyio.current_time``."""
+    try:
+        return asyncio.get_running_loop().time
+    except RuntimeError:  # not on asyncio (trio): anyio finds the clock
+        return anyio.current_time
 
 
 def _sop_class(command: Command) -> str:
