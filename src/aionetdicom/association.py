@@ -649,6 +649,9 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         else:
             self._last_received = now
             events = conn.receive_data(data)
+        if events and self.log.isEnabledFor(logging.DEBUG):
+            for event in events:
+                self.log.debug("association #%d: %s", self.id, _describe(event))
         for event in events:
             if isinstance(event, ul.Aborted):
                 # Record the abort before the flush below yields (closing the stream), so
@@ -1398,6 +1401,35 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
     async def wait_closed(self) -> None:
         """Wait until the transport connection is closed."""
         await self._closed.wait()
+
+
+def _describe(event: ul.ULEvent) -> str:
+    """A line for the DEBUG log: which PDU arrived (or what the upper layer did)."""
+    if isinstance(event, ul.DataReceived):
+        pdvs = event.pdata.pdvs
+        size = sum(len(pdv.data) for pdv in pdvs)
+        return f"received P-DATA-TF ({len(pdvs)} PDV(s), {size} bytes)"
+    if isinstance(event, ul.AssociationRequested):
+        rq = event.request
+        return (
+            f"received A-ASSOCIATE-RQ from {rq.calling_ae_title} to {rq.called_ae_title} "
+            f"({len(rq.presentation_contexts)} presentation context(s))"
+        )
+    if isinstance(event, ul.AssociationAccepted):
+        return f"received A-ASSOCIATE-AC ({len(event.response.presentation_contexts)} context(s))"
+    if isinstance(event, ul.AssociationRejected):
+        rj = event.response
+        return (
+            f"received A-ASSOCIATE-RJ (result {rj.result}, source {rj.source}, reason {rj.reason})"
+        )
+    if isinstance(event, ul.ReleaseRequested):
+        return "received A-RELEASE-RQ" + (" (release collision)" if event.collision else "")
+    if isinstance(event, ul.ReleaseConfirmed):
+        return "received A-RELEASE-RP"
+    if isinstance(event, ul.Aborted):
+        where = "local" if event.local else "peer"
+        return f"A-ABORT ({where}; source {event.source}, reason {event.reason}) {event.detail}"
+    return type(event).__name__
 
 
 def loop_clock() -> Callable[[], float]:

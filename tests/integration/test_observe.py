@@ -158,4 +158,11 @@ async def test_debug_summaries(caplog: pytest.LogCaptureFixture) -> None:
     assert any("sending C-ECHO-RQ (message 1, 1.2.840.10008.1.1)" in m for m in messages)
     assert any("received C-ECHO-RSP (to 1, status 0x0000)" in m for m in messages)
     assert any("received C-ECHO-RQ (message 1" in m for m in messages)  # the SCP side
+    # ...and each PDU that arrives, on both sides.
+    assert any("received A-ASSOCIATE-RQ from OBS_SCU to ANY-SCP" in m for m in messages)
+    assert any("received A-ASSOCIATE-AC (3 context(s))" in m for m in messages)
+    assert any(m.endswith("received P-DATA-TF (1 PDV(s), 68 bytes)") for m in messages)  # RQ
+    assert any(m.endswith("received P-DATA-TF (1 PDV(s), 78 bytes)") for m in messages)  # RSP
+    assert any("received A-RELEASE-RQ" in m for m in messages)
+    assert any("received A-RELEASE-RP" in m for m in messages)
     assert all(hasattr(r, "association") for r in caplog.records if "C-ECHO" in r.getMessage())
