@@ -27,7 +27,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar, Union
 
@@ -144,6 +144,24 @@ def _byte_view(item: BytesLike) -> memoryview:
     return view
 
 
+async def _wait(
+    ready: Callable[[socket.socket], Awaitable[None]],
+    sock: socket.socket,
+    timeout: float | None,
+    deadline: float | None,
+) -> float | None:
+    """Wait until ``sock`` is ready; with ``timeout``, against a deadline set at the
+    first wait of the call (returned, to pass back in), raising TimeoutError."""
+    if timeout is None:
+        await ready(sock)
+        return None
+    if deadline is None:
+        deadline = anyio.current_time() + timeout
+    with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
+        await ready(sock)
+    return deadline
+
+
 class SocketStream(ByteStream):
     """A byte stream that owns a connected non-blocking stream socket.
 
@@ -217,13 +235,7 @@ class SocketStream(ByteStream):
                 try:
                     result = call()
                 except BlockingIOError:
-                    if timeout is None:
-                        await anyio.wait_readable(sock)
-                    else:
-                        if deadline is None:
-                            deadline = anyio.current_time() + timeout
-                        with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
-                            await anyio.wait_readable(sock)
+                    deadline = await _wait(anyio.wait_readable, sock, timeout, deadline)
                     self._receive_allowance = _YIELD_BYTES
                     continue
                 except OSError as exc:
@@ -294,13 +306,7 @@ class SocketStream(ByteStream):
                     else:
                         sent = sock.send(views[first], _SEND_FLAGS)
                 except BlockingIOError:
-                    if timeout is None:
-                        await anyio.wait_writable(sock)
-                    else:
-                        if deadline is None:
-                            deadline = anyio.current_time() + timeout
-                        with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
-                            await anyio.wait_writable(sock)
+                    deadline = await _wait(anyio.wait_writable, sock, timeout, deadline)
                     self._send_allowance = _YIELD_BYTES
                     continue
                 except OSError as exc:
