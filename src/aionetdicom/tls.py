@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,23 +57,26 @@ def _base(purpose: ssl.Purpose) -> ssl.SSLContext:
     return context
 
 
-def _load_ca(context: ssl.SSLContext, ca: Path) -> None:
-    if os.path.isdir(ca):
-        context.load_verify_locations(capath=os.fspath(ca))
-    else:
-        context.load_verify_locations(cafile=os.fspath(ca))
+def _load_ca(context: ssl.SSLContext, ca: Path | Sequence[Path]) -> None:
+    """Trust the CA certificates in ``ca``: a PEM file or a hashed folder, or several."""
+    for each in [ca] if isinstance(ca, (str, os.PathLike)) else ca:
+        if os.path.isdir(each):
+            context.load_verify_locations(capath=os.fspath(each))
+        else:
+            context.load_verify_locations(cafile=os.fspath(each))
 
 
 def server_context(
     cert: Path,
     key: Path | None = None,
     *,
-    ca: Path | None = None,
+    ca: Path | Sequence[Path] | None = None,
     require_client_certificate: bool = True,
     password: str | None = None,
 ) -> ssl.SSLContext:
-    """An SCP's context: its certificate chain and key (PEM); with ``ca`` it verifies
-    client certificates (required unless ``require_client_certificate=False``)."""
+    """An SCP's context: its certificate chain and key (PEM); with ``ca`` (one path or
+    several) it verifies client certificates (required unless
+    ``require_client_certificate=False``)."""
     context = _base(ssl.Purpose.CLIENT_AUTH)
     context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     context.load_cert_chain(os.fspath(cert), None if key is None else os.fspath(key), password)
@@ -86,15 +90,16 @@ def server_context(
 
 def client_context(
     *,
-    ca: Path | None = None,
+    ca: Path | Sequence[Path] | None = None,
     cert: Path | None = None,
     key: Path | None = None,
     verify: bool = True,
     check_hostname: bool = False,
     password: str | None = None,
 ) -> ssl.SSLContext:
-    """An SCU's context: verifies the server against ``ca`` (default: the system's
-    trust store) unless ``verify=False``; presents ``cert``/``key`` when given."""
+    """An SCU's context: verifies the server against ``ca`` (one path or several;
+    default: the system's trust store) unless ``verify=False``; presents
+    ``cert``/``key`` when given."""
     context = _base(ssl.Purpose.SERVER_AUTH)
     if cert is not None:
         context.load_cert_chain(os.fspath(cert), None if key is None else os.fspath(key), password)

@@ -487,7 +487,7 @@ def tls_context(args: argparse.Namespace, *, server: bool) -> ssl.SSLContext | N
         if (args.cert or args.key or args.ca) and not used_elsewhere:
             raise AppError("--cert, --key and --ca need --tls")
         return None
-    cas: list[Path] = list(args.ca or [])
+    cas: list[Path] | None = list(args.ca) if args.ca else None
     try:
         if server:
             if args.cert is None:
@@ -495,21 +495,16 @@ def tls_context(args: argparse.Namespace, *, server: bool) -> ssl.SSLContext | N
             context = tls.server_context(
                 args.cert,
                 args.key,
+                ca=cas,
                 require_client_certificate=not args.optional_client_cert,
             )
-            context.verify_mode = ssl.CERT_NONE
         else:
             context = tls.client_context(
+                ca=cas,
                 cert=args.cert,
                 key=args.key,
                 verify=not args.no_verify_peer,
                 check_hostname=args.check_hostname,
-            )
-        for ca in cas:
-            context.load_verify_locations(**{"capath" if ca.is_dir() else "cafile": str(ca)})
-        if server and cas:
-            context.verify_mode = (
-                ssl.CERT_OPTIONAL if args.optional_client_cert else ssl.CERT_REQUIRED
             )
     except (OSError, ssl.SSLError) as exc:
         raise AppError(f"cannot set up TLS: {exc}") from exc

@@ -204,11 +204,9 @@ def destination_addresses(
             from aionetdicom import tls as tls_module
 
             try:
-                client = tls_module.client_context(cert=args.cert, key=args.key)
-                for ca in args.ca or []:
-                    client.load_verify_locations(
-                        **{"capath" if Path(ca).is_dir() else "cafile": str(ca)}
-                    )
+                client = tls_module.client_context(
+                    ca=list(args.ca) if args.ca else None, cert=args.cert, key=args.key
+                )
             except (OSError, ssl.SSLError) as exc:
                 raise common.AppError(f"cannot set up TLS for destinations: {exc}") from exc
         known[title] = (host, port, client)
