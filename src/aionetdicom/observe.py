@@ -16,6 +16,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from aionetdicom.dimse.status import status_category
+
 if TYPE_CHECKING:
     from aionetdicom.association import Association
 
@@ -64,17 +66,8 @@ class Observer:
 
 
 def _category(status: int | None) -> str:
-    if status is None:
-        return "none"
-    if status == 0x0000:
-        return "success"
-    if status in (0xFF00, 0xFF01):
-        return "pending"
-    if status == 0xFE00:
-        return "cancel"
-    if status == 0x0001 or (status & 0xF000) == 0xB000 or status == 0x0107 or status == 0x0116:
-        return "warning"
-    return "failure"
+    """The status class as a label: "success", "warning", ... or "none"."""
+    return "none" if status is None else status_category(status).value.lower()
 
 
 @dataclass

@@ -37,7 +37,7 @@ from anyio.abc import ByteStream, SocketAttribute, TaskGroup
 from aionetdicom.addresses import peer_allowed
 from aionetdicom.association import NOTIFICATION_DRAIN, Association, _Notifier
 from aionetdicom.errors import TLSError
-from aionetdicom.transport import TCPListener, accept_tls, set_nodelay
+from aionetdicom.transport import TCPListener, accept_tls, peer_address, set_nodelay
 from aionetdicom.ul.connection import Role, ULConnection
 from aionetdicom.ul.fsm import State
 
@@ -247,8 +247,8 @@ class Server:
         networks = self.ae.allowed_peer_addresses
         if networks is None:
             return True
-        host = _peer_host(stream)
-        if host is not None and peer_allowed(networks, host):
+        host, _ = peer_address(stream)
+        if host and peer_allowed(networks, host):
             return True
         self.refused_addresses += 1
         logger.info("connection from %s refused: address not allowed", _peer(stream))
@@ -375,14 +375,6 @@ def _address_of(listener: TCPListener) -> tuple[str, int] | None:
 
 def _format(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _peer_host(stream: ByteStream) -> str | None:
-    try:
-        address = stream.extra(SocketAttribute.remote_address)
-    except anyio.TypedAttributeLookupError:
-        return None
-    return str(address[0]) if isinstance(address, tuple) else None
 
 
 def _peer(stream: ByteStream) -> str:
