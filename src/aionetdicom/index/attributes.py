@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 
 class Level(str, Enum):
@@ -88,6 +89,15 @@ COMPUTED: dict[str, Level] = {
 BY_KEYWORD: dict[str, Attribute] = {
     attribute.keyword: attribute for attrs in ATTRIBUTES.values() for attribute in attrs
 }
+
+
+def value_text(value: Any) -> str:
+    """A data element value as text: multi-values joined by ``\\``, None as ``""``."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(part) for part in value)
+    return str(value)
 
 
 def normalise(vr: str, value: str) -> str:

@@ -51,6 +51,7 @@ from aionetdicom.index.attributes import (
     Attribute,
     Level,
     normalise,
+    value_text,
 )
 from aionetdicom.index.encoding import ResponseValue, encode_identifier
 from aionetdicom.index.matching import MatchingError, condition, is_universal
@@ -105,15 +106,6 @@ def async_url(url: str) -> str:
     return url
 
 
-def _text(value: Any) -> str:
-    """A data element value as the text the index stores (multi-values joined by ``\\``)."""
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(part) for part in value)
-    return str(value)
-
-
 #: VRs whose single ASCII value is its text as received (no decoding needed).
 _PLAIN_TEXT_VRS = frozenset(
     ["AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UI", "UT"]
@@ -137,7 +129,7 @@ def _element_text(dataset: Dataset, attribute: Attribute) -> str:
     ):
         return raw.value.decode("ascii")
     element = dataset.get(attribute.keyword)
-    return _text(element) if element is not None else ""
+    return value_text(element) if element is not None else ""
 
 
 def _row_values(dataset: Dataset, level: Level) -> dict[str, str | None]:
@@ -221,7 +213,7 @@ class DicomIndex:
         and, for a replaced entry, the path of the file it pointed to.
         """
         for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
-            if not _text(dataset.get(keyword)).strip():
+            if not value_text(dataset.get(keyword)).strip():
                 raise ValueError(f"cannot index an instance without {keyword}")
         rows = {level: _row_values(dataset, level) for level in Level}
         rows[Level.PATIENT]["PatientID"] = rows[Level.PATIENT]["PatientID"] or ""
@@ -471,7 +463,7 @@ def _joined(level: Level) -> Any:
 
 def _query_value(identifier: Dataset, keyword: str) -> str:
     element = identifier.get(keyword)
-    return _text(element)
+    return value_text(element)
 
 
 def _conditions(level: Level, top: Level, identifier: Dataset) -> list[ColumnElement[bool]]:

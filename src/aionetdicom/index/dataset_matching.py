@@ -12,9 +12,9 @@ keys with the candidate's values (sequences reduced to the requested item keys).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from aionetdicom.index.attributes import normalise_time
+from aionetdicom.index.attributes import normalise_time, value_text
 from aionetdicom.index.matching import MatchingError, end_of_time, is_universal
 
 if TYPE_CHECKING:
@@ -25,14 +25,6 @@ __all__ = ["MatchingError", "matches", "response"]
 
 #: Keys of an identifier that are not matched (they describe the query itself).
 _NOT_KEYS = frozenset({0x00080005, 0x00080052})
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(part) for part in value)
-    return str(value)
 
 
 def matches(identifier: Dataset, candidate: Dataset) -> bool:
@@ -53,10 +45,10 @@ def _element_matches(key: DataElement, found: DataElement | None) -> bool:
         if found is None or found.VR != "SQ":
             return False
         return any(matches(items[0], item) for item in found.value or [])
-    query = _text(key.value)
+    query = value_text(key.value)
     if is_universal(query):
         return True
-    value = "" if found is None else _text(found.value)
+    value = "" if found is None else value_text(found.value)
     return value_matches(key.VR, query, value)
 
 

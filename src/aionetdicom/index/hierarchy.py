@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aionetdicom.index.attributes import UNIQUE_KEY, Level
+from aionetdicom.index.attributes import UNIQUE_KEY, Level, value_text
 from aionetdicom.index.matching import MatchingError
 
 if TYPE_CHECKING:
@@ -26,14 +26,9 @@ _PATIENT_KEYS = ("PatientID",)
 
 
 def _text(identifier: Dataset, keyword: str) -> str | None:
-    element = identifier.get(keyword)
-    if element is None:
-        return None
-    if isinstance(element, str):
-        return element.strip(" \0")
-    if type(element).__name__ == "MultiValue":
-        return "\\".join(str(part) for part in element).strip(" \0")
-    return str(element).strip(" \0")
+    """The key's value as text without padding, or None when the key is absent."""
+    value = identifier.get(keyword)
+    return None if value is None else value_text(value).strip(" \0")
 
 
 def _single(identifier: Dataset, keyword: str, level: Level) -> None:
