@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-from typing import Union, cast
+from typing import Any, Union, cast
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute, SocketListener
@@ -85,21 +85,25 @@ async def connect(
     return stream
 
 
-async def _client_handshake(
-    stream: ByteStream, context: ssl.SSLContext, hostname: str, where: str
-) -> ByteStream:
+async def _wrap_tls(stream: ByteStream, where: str, **options: Any) -> ByteStream:
+    """A TLS handshake on ``stream``; when it fails the connection is closed, and a TLS
+    error or the peer closing becomes :class:`TLSError` (anything else goes through)."""
     try:
-        return await TLSStream.wrap(
-            stream, hostname=hostname, ssl_context=context, standard_compatible=False
-        )
+        return await TLSStream.wrap(stream, standard_compatible=False, **options)
     except BaseException as exc:
         with anyio.CancelScope(shield=True):
             await stream.aclose()
         if isinstance(exc, ssl.SSLError):
-            raise TLSError(f"TLS handshake with {where} failed: {exc}") from exc
+            raise TLSError(f"TLS handshake{where} failed: {exc}") from exc
         if isinstance(exc, (anyio.BrokenResourceError, anyio.EndOfStream)):
-            raise TLSError(f"TLS handshake with {where} failed: the peer closed") from exc
+            raise TLSError(f"TLS handshake{where} failed: the peer closed") from exc
         raise
+
+
+async def _client_handshake(
+    stream: ByteStream, context: ssl.SSLContext, hostname: str, where: str
+) -> ByteStream:
+    return await _wrap_tls(stream, f" with {where}", hostname=hostname, ssl_context=context)
 
 
 async def accept_tls(
@@ -109,19 +113,13 @@ async def accept_tls(
     seconds; raises :class:`TLSError` (the connection closed) when it fails."""
     try:
         with anyio.fail_after(timeout):
-            return await TLSStream.wrap(
-                stream, server_side=True, ssl_context=context, standard_compatible=False
-            )
-    except BaseException as exc:
+            return await _wrap_tls(stream, "", server_side=True, ssl_context=context)
+    except TimeoutError:
         with anyio.CancelScope(shield=True):
             await stream.aclose()
-        if isinstance(exc, TimeoutError):
-            raise TLSError(f"no TLS handshake within {timeout} s") from None
-        if isinstance(exc, ssl.SSLError):
-            raise TLSError(f"TLS handshake failed: {exc.reason or exc}") from exc
-        if isinstance(exc, (anyio.BrokenResourceError, anyio.EndOfStream, OSError)):
-            raise TLSError("TLS handshake failed: the peer closed the connection") from exc
-        raise
+        raise TLSError(f"no TLS handshake within {timeout} s") from None
+    except OSError as exc:  # closed already by _wrap_tls
+        raise TLSError("TLS handshake failed: the peer closed the connection") from exc
 
 
 def tls_info(stream: ByteStream) -> TLSInfo | None:
