@@ -589,7 +589,7 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
         data: bytes | None = None
         filled = 0
         timed_out = False
-        started = self._now()
+        started = self._now() if stalling else 0.0  # only a stall is timed from here
         try:
             into = conn.receive_buffer() if self._receive_into is not None else None
             if self._timed_io:
@@ -622,7 +622,7 @@ class Association(StorageOperations, QueryRetrieveOperations, NormalizedOperatio
                 notify(self._observers, "bytes_received", self, received)
         if stalling:
             self._stalled += now - started
-            self._progress += filled or len(data or b"")
+            self._progress += received
             if self._progress >= MIN_PROGRESS_BYTES:
                 self._stalled = 0.0
                 self._progress = 0
