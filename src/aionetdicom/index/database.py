@@ -306,13 +306,11 @@ class DicomIndex:
                 columns.append((*_tag_and_vr(keyword), keyword))
             else:
                 columns.append((int(element.tag), element.VR, None))
-        for above in _LEVELS[top.depth : level.depth + 1]:
-            if above is Level.PATIENT and top is not Level.PATIENT:
-                continue
-            tag, vr = _tag_and_vr(UNIQUE_KEY[above])
+        for key in _unique_keys(level, top):
+            tag, vr = _tag_and_vr(key)
             if tag not in seen:
                 seen.add(tag)
-                columns.append((tag, vr, UNIQUE_KEY[above]))
+                columns.append((tag, vr, key))
         async with self.engine.connect() as conn:
             result = await conn.stream(query.execution_options(yield_per=FETCH_ROWS))
             async for row in result.mappings():
@@ -469,9 +467,7 @@ def _query_value(identifier: Dataset, keyword: str) -> str:
 def _conditions(level: Level, top: Level, identifier: Dataset) -> list[ColumnElement[bool]]:
     """The conditions of every key at ``level`` or above (within the model)."""
     conditions: list[ColumnElement[bool]] = []
-    visible = set(_LEVELS[top.depth : level.depth + 1])
-    if top is Level.STUDY:
-        visible.add(Level.PATIENT)  # Study Root studies carry the patient attributes
+    visible = _visible_levels(level, top)
     for element in identifier:
         keyword = element.keyword
         attribute = BY_KEYWORD.get(keyword) if keyword else None
@@ -566,17 +562,27 @@ def _aggregate(dialect: str, column: Any, where: Any, select_from: Any = None) -
     return query.scalar_subquery()
 
 
+def _visible_levels(level: Level, top: Level) -> set[Level]:
+    """The levels whose keys a query at ``level`` in the model rooted at ``top`` sees."""
+    visible = set(_LEVELS[top.depth : level.depth + 1])
+    if top is Level.STUDY:
+        visible.add(Level.PATIENT)  # Study Root studies carry the patient attributes
+    return visible
+
+
+def _unique_keys(level: Level, top: Level) -> list[str]:
+    """The unique keys every response at ``level`` carries: those of ``level`` and the
+    levels above it in the model (Patient ID only in the Patient Root model)."""
+    return [UNIQUE_KEY[each] for each in _LEVELS[top.depth : level.depth + 1]]
+
+
 def _find_query(
     level: Level, top: Level, identifier: Dataset, dialect: str
 ) -> tuple[Select[Any], set[str], set[str]]:
     """The SELECT for a C-FIND, the stored keys it returns and the computed ones."""
-    visible = set(_LEVELS[top.depth : level.depth + 1])
-    if top is Level.STUDY:
-        visible.add(Level.PATIENT)
+    visible = _visible_levels(level, top)
     keywords = {element.keyword for element in identifier if element.keyword}
-    keywords |= {UNIQUE_KEY[each] for each in visible if each is not Level.PATIENT}
-    if Level.PATIENT in visible and top is Level.PATIENT:
-        keywords.add("PatientID")
+    keywords.update(_unique_keys(level, top))
     returned = {
         keyword
         for keyword in keywords
