@@ -80,6 +80,13 @@ def test_port_from_the_command_line_the_config_or_the_default(tmp_path: Path) ->
         settings(tmp_path, *od, "--config", str(config))
 
 
+def test_dcmtk_tls_pair_serves_the_destinations_too(tmp_path: Path) -> None:
+    args = settings(
+        tmp_path, "0", "-od", str(tmp_path), "+tls", "q.key", "q.pem", "--destination", "V=h:1,tls"
+    )
+    assert (args.tls, args.key, args.cert) == (True, Path("q.key"), Path("q.pem"))  # type: ignore[attr-defined]
+
+
 def test_allowed_peers_setting(tmp_path: Path) -> None:
     config = tmp_path / "peers.toml"
     config.write_text('allowed_peers = ["10.0.0.0/8", "::1"]\n')

@@ -475,13 +475,19 @@ def add_tls_options(
         )
 
 
+def take_tls_pair(args: argparse.Namespace) -> None:
+    """DCMTK's ``+tls KEY CERT`` as ``--tls --key KEY --cert CERT`` (idempotent)."""
+    pair = getattr(args, "tls_key_cert", None)
+    if pair is not None:
+        args.tls, args.key, args.cert = True, pair[0], pair[1]
+        args.tls_key_cert = None
+
+
 def tls_context(args: argparse.Namespace, *, server: bool) -> ssl.SSLContext | None:
     """The SSL context the TLS options describe, or None without ``--tls``."""
     from aionetdicom import tls
 
-    pair = getattr(args, "tls_key_cert", None)
-    if pair is not None:
-        args.tls, args.key, args.cert = True, pair[0], pair[1]
+    take_tls_pair(args)
     if not args.tls:
         used_elsewhere = getattr(args, "tls_files_used_elsewhere", False)
         if (args.cert or args.key or args.ca) and not used_elsewhere:

@@ -280,6 +280,7 @@ def load_settings(args: argparse.Namespace) -> argparse.Namespace:
 
 def _merge_tls_settings(args: argparse.Namespace, tls: Any) -> None:
     """The ``[tls]`` table (cert, key, ca, listen) under the TLS flags."""
+    common.take_tls_pair(args)  # +tls KEY CERT names the files the destinations use too
     if not isinstance(tls, dict):
         raise common.AppError("tls: expected a table (cert, key, ca, listen)")
     unknown = set(tls) - {"cert", "key", "ca", "listen"}
