@@ -266,21 +266,11 @@ class Server:
                 self._pending_associations.pop(assoc, None)
 
         ae = self.ae
-        if self.ssl_context is not None:
-            where = _peer(stream)
-            try:
-                set_nodelay(stream)
-                stream = await accept_tls(stream, self.ssl_context, ae.acse_timeout)
-            except TLSError as exc:
-                self.failed_handshakes += 1
-                self._pending_done()
-                logger.info("connection from %s closed: %s", where, exc)
-                return
-            except BaseException:
-                self._pending_done()
-                raise
+        where = _peer(stream) if self.ssl_context is not None else ""  # for a TLS failure
         try:
-            set_nodelay(stream)
+            set_nodelay(stream)  # before any TLS handshake: its messages are small too
+            if self.ssl_context is not None:
+                stream = await accept_tls(stream, self.ssl_context, ae.acse_timeout)
             connection = ULConnection(
                 Role.ACCEPTOR,
                 max_pdata_length=ae._receive_limit(),
@@ -289,6 +279,11 @@ class Server:
             assoc = Association(
                 ae, stream, connection, timeouts=ae.timeouts(), send_cap=ae.maximum_pdu_length
             )
+        except TLSError as exc:  # accept_tls closed the connection
+            self.failed_handshakes += 1
+            self._pending_done()
+            logger.info("connection from %s closed: %s", where, exc)
+            return
         except BaseException:
             self._pending_done()
             await _close_at_once(stream)

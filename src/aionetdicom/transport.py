@@ -63,8 +63,11 @@ async def connect(
                 stream = await anyio.connect_tcp(host, port, local_host=local_host)
             set_nodelay(stream)
             if ssl_context is not None:
-                stream = await _client_handshake(
-                    stream, ssl_context, server_hostname or host, f"{host}:{port}"
+                stream = await _wrap_tls(
+                    stream,
+                    f" with {host}:{port}",
+                    hostname=server_hostname or host,
+                    ssl_context=ssl_context,
                 )
     except TimeoutError:
         raise ConnectTimeout(
@@ -98,12 +101,6 @@ async def _wrap_tls(stream: ByteStream, where: str, **options: Any) -> ByteStrea
         if isinstance(exc, (anyio.BrokenResourceError, anyio.EndOfStream)):
             raise TLSError(f"TLS handshake{where} failed: the peer closed") from exc
         raise
-
-
-async def _client_handshake(
-    stream: ByteStream, context: ssl.SSLContext, hostname: str, where: str
-) -> ByteStream:
-    return await _wrap_tls(stream, f" with {where}", hostname=hostname, ssl_context=context)
 
 
 async def accept_tls(
