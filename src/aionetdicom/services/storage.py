@@ -957,10 +957,7 @@ class StoreRequest:
                 data = memoryview(head)
             end = prefix_end(data, implicit=implicit, little=little, stop_tag=stop_before)
             if end is None and not complete:
-                raise DatasetError(
-                    f"the elements before ({stop_before >> 16:04X},"
-                    f"{stop_before & 0xFFFF:04X}) take more than {PEEK_LIMIT} bytes"
-                )
+                raise _prefix_too_long(stop_before)
             return decode_dataset(data if end is None else data[:end], syntax)
         stream = self._stream
         assert stream is not None
@@ -982,10 +979,7 @@ class StoreRequest:
                 if end is not None:
                     return decode_dataset(bytes(self._prefix[:end]), syntax)
                 if size > PEEK_LIMIT:
-                    raise DatasetError(
-                        f"the elements before ({stop_before >> 16:04X},"
-                        f"{stop_before & 0xFFFF:04X}) take more than {PEEK_LIMIT} bytes"
-                    )
+                    raise _prefix_too_long(stop_before)
                 walk_at = 2 * size
             try:
                 chunk = await stream.receive()
@@ -1181,6 +1175,15 @@ def _inflate_head(raw: Buffer, limit: int) -> tuple[bytes, bool]:
     except zlib.error as exc:
         raise DatasetError(f"deflated dataset is corrupt: {exc}") from exc
     return head, inflater.eof and len(head) <= limit
+
+
+def _prefix_too_long(stop_before: int) -> DatasetError:
+    """peek()'s error for a data set whose elements before ``stop_before`` exceed
+    :data:`PEEK_LIMIT`."""
+    return DatasetError(
+        f"the elements before ({stop_before >> 16:04X},{stop_before & 0xFFFF:04X}) "
+        f"take more than {PEEK_LIMIT} bytes"
+    )
 
 
 def _read_stored(path: pathlib.Path, inflate_limit: int = INFLATE_LIMIT) -> Dataset:
