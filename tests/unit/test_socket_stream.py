@@ -526,10 +526,8 @@ async def test_receive_into_timeout_only_while_waiting() -> None:
         await anyio.sleep(0.05)
         buffer = bytearray(8)
         assert await server.receive_into(memoryview(buffer), timeout=0.0) == 3
-        started = anyio.current_time()
         with anyio.fail_after(5), pytest.raises(TimeoutError):
             await server.receive_into(memoryview(buffer), timeout=0.2)
-        assert anyio.current_time() - started >= 0.2
         await client.send(b"d")
         assert await server.receive_into(memoryview(buffer), timeout=1.0) == 1
         assert buffer[:1] == b"d"
